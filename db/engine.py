@@ -1,0 +1,68 @@
+"""The process's connection pool, and the two ways to use it: a transaction or a read."""
+
+import contextlib
+
+import sqlalchemy as sa
+from sqlalchemy import exc
+
+from tiris import config
+from tiris.errors import ServiceUnavailable
+
+_engine: sa.Engine | None = None
+
+
+def configure(settings: config.Settings) -> sa.Engine:
+    global _engine
+    if _engine is not None:
+        _engine.dispose()
+    _engine = sa.create_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout,
+        pool_recycle=settings.db_pool_recycle,
+        pool_pre_ping=True,
+        connect_args={
+            "connect_timeout": 10,
+            "options": f"-c statement_timeout={settings.db_statement_timeout_ms} -c timezone=UTC",
+            "application_name": "tiris-backend",
+        },
+    )
+    return _engine
+
+
+def engine() -> sa.Engine:
+    if _engine is None:
+        raise RuntimeError("db.engine.configure() was not called")
+    return _engine
+
+
+def _is_outage(error: exc.DBAPIError | exc.TimeoutError) -> bool:
+    """A lost or refused connection (class 08, 57P) or an exhausted pool, as opposed to a bad statement."""
+    if isinstance(error, exc.TimeoutError):
+        return True
+    state = getattr(error.orig, "sqlstate", None)
+    return state is None or state.startswith(("08", "57P"))
+
+
+@contextlib.contextmanager
+def _unavailable_when_down():
+    try:
+        yield
+    except (exc.OperationalError, exc.TimeoutError) as error:
+        if not _is_outage(error):
+            raise
+        raise ServiceUnavailable() from error
+
+
+@contextlib.contextmanager
+def transaction():
+    """One database transaction: committed when the block ends, rolled back when it raises."""
+    with _unavailable_when_down(), engine().begin() as conn:
+        yield conn
+
+
+@contextlib.contextmanager
+def reading():
+    with _unavailable_when_down(), engine().connect() as conn:
+        yield conn

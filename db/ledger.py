@@ -1,0 +1,128 @@
+"""The ledger: every balance change is a transaction row written in the same database transaction.
+
+Invariants, kept here and by the table's CHECK constraints: balance = credits - debits; balance >= 0;
+0 <= locked <= balance. Rows are locked with SELECT ... FOR UPDATE in id order, so two operations touching the same
+sub-accounts queue instead of deadlocking; balances are updated relative to the locked row in SQL.
+"""
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal, localcontext
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
+
+from db.schema import sub_accounts, transactions
+from tiris.errors import InsufficientBalance, NotFound, Unprocessable
+
+# Enough digits for any product of two NUMERIC(38,18) values, so no intermediate result is rounded silently.
+MONEY_CONTEXT = Context(prec=80)
+QUANTUM = Decimal("1e-18")
+LIMIT = Decimal("1e20")  # NUMERIC(38,18) holds 20 integer digits
+
+
+def round_debit(value: Decimal) -> Decimal:
+    """Debits round up: rounding never takes less from the user than the trade cost."""
+    return value.quantize(QUANTUM, rounding=ROUND_CEILING, context=MONEY_CONTEXT)
+
+
+def round_credit(value: Decimal) -> Decimal:
+    """Credits round down: rounding never creates money."""
+    return value.quantize(QUANTUM, rounding=ROUND_FLOOR, context=MONEY_CONTEXT)
+
+
+@dataclass(frozen=True)
+class Leg:
+    sub_account_id: uuid.UUID
+    direction: str  # "credit" | "debit"
+    amount: Decimal
+    reason: str
+    price: Decimal | None = None
+    quote_symbol: str | None = None
+
+    @property
+    def delta(self) -> Decimal:
+        return self.amount if self.direction == "credit" else self.amount.copy_negate()  # exact, no context
+
+
+@dataclass(frozen=True)
+class Account:
+    id: uuid.UUID
+    user_id: uuid.UUID
+    exchange_id: uuid.UUID
+    symbol: str
+    balance: Decimal
+    locked: Decimal
+
+
+def lock(conn: sa.Connection, user_id: uuid.UUID, ids: list[uuid.UUID]) -> dict[uuid.UUID, Account]:
+    """Locks the user's live sub-accounts with these ids, in id order; a missing or foreign one is a 404."""
+    wanted = sorted(set(ids))
+    rows = conn.execute(
+        sa.select(sub_accounts.c.id, sub_accounts.c.user_id, sub_accounts.c.exchange_id, sub_accounts.c.symbol,
+                  sub_accounts.c.balance, sub_accounts.c.locked)
+        .where(sub_accounts.c.id.in_(wanted), sub_accounts.c.user_id == user_id, sub_accounts.c.deleted_at.is_(None))
+        .order_by(sub_accounts.c.id).with_for_update()).all()
+    accounts = {row.id: Account(*row) for row in rows}
+    for account_id in wanted:
+        if account_id not in accounts:
+            raise NotFound("Sub-account not found.", details={"sub_account_id": str(account_id)})
+    return accounts
+
+
+_apply_deltas = sa.text(
+    "UPDATE sub_accounts AS s SET balance = s.balance + d.delta, updated_at = clock_timestamp() "
+    "FROM unnest(:ids, :deltas) AS d(id, delta) WHERE s.id = d.id "
+    "RETURNING s.id, s.balance, clock_timestamp() AS at"
+).bindparams(sa.bindparam("ids", type_=ARRAY(UUID(as_uuid=True))), sa.bindparam("deltas", type_=ARRAY(sa.Numeric)))
+
+
+def apply(conn: sa.Connection, accounts: dict[uuid.UUID, Account], legs: list[Leg], *,
+          trading_log_id: uuid.UUID | None = None, event_id: str | None = None, info: dict | None = None) -> list[dict]:
+    """Checks, then books `legs` on the locked `accounts`; returns the transaction rows, in leg order.
+
+    Raises InsufficientBalance (nothing written) when a debit would take an account below its locked amount.
+    """
+    with localcontext(MONEY_CONTEXT):
+        closing, per_leg_closing, totals = _plan(accounts, legs)
+    updated = conn.execute(_apply_deltas, {"ids": list(totals), "deltas": list(totals.values())}).all()
+    for row in updated:  # the relative SQL update and the locked read must agree, or the invariant is broken
+        if row.balance != closing[row.id]:
+            raise RuntimeError(f"ledger drift on sub-account {row.id}")
+    when = updated[0].at
+
+    rows = [{
+        "id": uuid.uuid4(), "timestamp": when, "user_id": accounts[leg.sub_account_id].user_id,
+        "exchange_id": accounts[leg.sub_account_id].exchange_id, "sub_account_id": leg.sub_account_id,
+        "direction": leg.direction, "reason": leg.reason, "amount": leg.amount, "closing_balance": balance,
+        "price": leg.price, "quote_symbol": leg.quote_symbol, "trading_log_id": trading_log_id,
+        "event_id": event_id, "info": info or {},
+    } for leg, balance in zip(legs, per_leg_closing)]
+    conn.execute(sa.insert(transactions), rows)
+    return rows
+
+
+def _plan(accounts: dict[uuid.UUID, Account], legs: list[Leg]):
+    """The closing balance after each leg and the net change per account; refuses what breaks a rule."""
+    closing: dict[uuid.UUID, Decimal] = {}
+    per_leg_closing = []
+    for leg in legs:
+        if leg.amount <= 0:
+            raise Unprocessable("Amounts must be greater than zero.", code="AMOUNT_NOT_POSITIVE")
+        account = accounts[leg.sub_account_id]
+        before = closing.get(account.id, account.balance)
+        after = before + leg.delta
+        if after < account.locked:
+            raise InsufficientBalance(details={"sub_account_id": str(account.id), "available": before - account.locked,
+                                               "required": leg.amount})
+        if after >= LIMIT:
+            raise Unprocessable("The balance would exceed the largest amount the ledger holds (10^20).",
+                                code="AMOUNT_OUT_OF_RANGE", details={"sub_account_id": str(account.id)})
+        closing[account.id] = after
+        per_leg_closing.append(after)
+
+    totals: dict[uuid.UUID, Decimal] = defaultdict(Decimal)
+    for leg in legs:
+        totals[leg.sub_account_id] += leg.delta
+    return closing, per_leg_closing, totals

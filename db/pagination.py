@@ -1,0 +1,41 @@
+"""Keyset pagination on (time, id), newest first; the cursor is opaque to clients."""
+
+import base64
+import datetime as dt
+import json
+import uuid
+
+import sqlalchemy as sa
+
+from tiris.errors import BadRequest, field_error
+
+
+def encode_cursor(time: dt.datetime, row_id: uuid.UUID) -> str:
+    raw = json.dumps([time.isoformat(), str(row_id)], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        time, row_id = json.loads(raw)
+        parsed = dt.datetime.fromisoformat(time)
+        if parsed.tzinfo is None:
+            raise ValueError("naive time")
+        return parsed, uuid.UUID(row_id)
+    except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError):
+        raise BadRequest("The cursor is not one this service issued.",
+                         details=[field_error("query/cursor", "unreadable cursor")]) from None
+
+
+def page(conn: sa.Connection, query: sa.Select, time_col: sa.Column, id_col: sa.Column,
+         limit: int, cursor: str | None) -> tuple[list[dict], str | None]:
+    """Runs `query` for one page; returns its rows and the cursor of the next page (None on the last)."""
+    if cursor:
+        time, row_id = decode_cursor(cursor)
+        query = query.where(sa.tuple_(time_col, id_col) < sa.tuple_(sa.literal(time), sa.literal(row_id)))
+    rows = conn.execute(query.order_by(time_col.desc(), id_col.desc()).limit(limit + 1)).mappings().all()
+    if len(rows) <= limit:
+        return [dict(r) for r in rows], None
+    last = rows[limit - 1]
+    return [dict(r) for r in rows[:limit]], encode_cursor(last[time_col.name], last[id_col.name])

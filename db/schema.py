@@ -1,0 +1,173 @@
+"""Table definitions, the single source of the database schema (alembic migrates to it).
+
+Money is NUMERIC(38,18) with CHECK constraints that keep the ledger's invariants even against a faulty caller.
+The time-series tables (transactions, trading_logs) have keys that include their time column, as TimescaleDB
+hypertables require.
+"""
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+MONEY = sa.Numeric(38, 18)
+NOW = sa.text("now()")
+NEW_UUID = sa.text("gen_random_uuid()")
+
+
+def _id():
+    return sa.Column("id", UUID(as_uuid=True), primary_key=True, server_default=NEW_UUID)
+
+
+def _info():
+    return sa.Column("info", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb"))
+
+
+def _timestamps():
+    return (
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    )
+
+
+def _gin_info(table: str) -> sa.Index:
+    return sa.Index(f"ix_{table}_info", "info", postgresql_using="gin")
+
+
+users = sa.Table(
+    "users",
+    metadata,
+    _id(),
+    sa.Column("username", sa.Text, nullable=False, unique=True),
+    sa.Column("email", sa.Text, nullable=False, unique=True),
+    sa.Column("avatar", sa.Text),
+    sa.Column("role", sa.Text, nullable=False, server_default="user"),
+    sa.Column("status", sa.Text, nullable=False, server_default="active"),
+    sa.Column("settings", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    _info(),
+    *_timestamps(),
+    sa.CheckConstraint("role IN ('user', 'admin')", name="role"),
+    sa.CheckConstraint("status IN ('active', 'disabled')", name="status"),
+    _gin_info("users"),
+)
+
+exchanges = sa.Table(
+    "exchanges",
+    metadata,
+    _id(),
+    sa.Column("user_id", UUID(as_uuid=True), sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False, server_default="active"),
+    # AES-256-GCM ciphertexts; the key id says which key sealed them, so keys can rotate.
+    sa.Column("api_key_ciphertext", sa.LargeBinary, nullable=False),
+    sa.Column("api_secret_ciphertext", sa.LargeBinary, nullable=False),
+    sa.Column("key_id", sa.Text, nullable=False),
+    # Keyed hash of the api key: uniqueness without comparing ciphertexts (random nonces differ every time).
+    sa.Column("api_key_hash", sa.LargeBinary, nullable=False),
+    sa.Column("api_key_masked", sa.Text, nullable=False),
+    _info(),
+    *_timestamps(),
+    sa.Column("deleted_at", sa.DateTime(timezone=True)),
+    sa.CheckConstraint("status IN ('active', 'inactive')", name="status"),
+    sa.Index("uq_exchanges_user_id_name_live", "user_id", "name", unique=True,
+             postgresql_where=sa.text("deleted_at IS NULL")),
+    sa.Index("uq_exchanges_user_id_api_key_hash_live", "user_id", "api_key_hash", unique=True,
+             postgresql_where=sa.text("deleted_at IS NULL")),
+    sa.Index("ix_exchanges_user_id_created_at", "user_id", "created_at"),
+    _gin_info("exchanges"),
+)
+
+sub_accounts = sa.Table(
+    "sub_accounts",
+    metadata,
+    _id(),
+    sa.Column("user_id", UUID(as_uuid=True), sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("exchange_id", UUID(as_uuid=True), sa.ForeignKey("exchanges.id"), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("symbol", sa.Text, nullable=False),
+    sa.Column("balance", MONEY, nullable=False, server_default="0"),
+    sa.Column("locked", MONEY, nullable=False, server_default="0"),
+    _info(),
+    *_timestamps(),
+    sa.Column("deleted_at", sa.DateTime(timezone=True)),
+    sa.CheckConstraint("balance >= 0", name="balance_not_negative"),
+    sa.CheckConstraint("locked >= 0 AND locked <= balance", name="locked_within_balance"),
+    sa.Index("uq_sub_accounts_exchange_id_name_live", "exchange_id", "name", unique=True,
+             postgresql_where=sa.text("deleted_at IS NULL")),
+    sa.Index("ix_sub_accounts_user_id_created_at", "user_id", "created_at"),
+    _gin_info("sub_accounts"),
+)
+
+transactions = sa.Table(
+    "transactions",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), nullable=False, server_default=NEW_UUID),
+    sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    sa.Column("user_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("exchange_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("sub_account_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("direction", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("amount", MONEY, nullable=False),
+    sa.Column("closing_balance", MONEY, nullable=False),
+    sa.Column("price", MONEY),
+    sa.Column("quote_symbol", sa.Text),
+    sa.Column("trading_log_id", UUID(as_uuid=True)),
+    sa.Column("event_id", sa.Text),
+    _info(),
+    sa.PrimaryKeyConstraint("id", "timestamp"),
+    sa.CheckConstraint("direction IN ('credit', 'debit')", name="direction"),
+    sa.CheckConstraint("amount > 0", name="amount_positive"),
+    sa.CheckConstraint("closing_balance >= 0", name="closing_balance_not_negative"),
+    sa.Index("ix_transactions_user_id_timestamp", "user_id", "timestamp"),
+    sa.Index("ix_transactions_sub_account_id_timestamp", "sub_account_id", "timestamp"),
+    _gin_info("transactions"),
+)
+
+trading_logs = sa.Table(
+    "trading_logs",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), nullable=False, server_default=NEW_UUID),
+    sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    sa.Column("event_time", sa.DateTime(timezone=True)),
+    sa.Column("user_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("exchange_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("sub_account_id", UUID(as_uuid=True)),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("trade", JSONB),
+    sa.Column("amount", MONEY),
+    sa.Column("transaction_ids", ARRAY(UUID(as_uuid=True)), nullable=False, server_default=sa.text("'{}'")),
+    _info(),
+    sa.PrimaryKeyConstraint("id", "timestamp"),
+    sa.CheckConstraint("source IN ('manual', 'bot', 'api')", name="source"),
+    sa.Index("ix_trading_logs_user_id_timestamp", "user_id", "timestamp"),
+    sa.Index("ix_trading_logs_sub_account_id_timestamp", "sub_account_id", "timestamp"),
+    _gin_info("trading_logs"),
+)
+
+# A replayed POST that moves money returns the first result; the key row is written in the same database
+# transaction as the money, so a key exists exactly when its effect does.
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("user_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("key", sa.Text, nullable=False),
+    sa.Column("request_hash", sa.LargeBinary, nullable=False),
+    sa.Column("status", sa.SmallInteger, nullable=False),
+    sa.Column("response", JSONB, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    _info(),
+    sa.PrimaryKeyConstraint("user_id", "key"),
+    _gin_info("idempotency_keys"),
+)

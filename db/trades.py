@@ -1,0 +1,80 @@
+"""Trades and transfers as ledger legs: the one place the money rules of DESIGN §4 are written down.
+
+Used by `POST /v1/trading-logs` and, later, by the bot's fill events, so a trade books the same way whichever
+door it came through.
+"""
+
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal, localcontext
+
+import sqlalchemy as sa
+
+from db import ledger
+from db.ledger import Account, Leg
+from tiris.errors import NotFound, Unprocessable
+
+BUYS = {"long"}
+SELLS = {"short", "stop_loss"}
+TRANSFERS = {"deposit": "credit", "withdraw": "debit"}
+
+
+@dataclass(frozen=True)
+class Trade:
+    kind: str  # long | short | stop_loss
+    base_sub_account_id: uuid.UUID
+    quote_sub_account_id: uuid.UUID
+    volume: Decimal
+    price: Decimal
+    fee: Decimal
+    symbol: str | None = None  # "BASE/QUOTE", checked against the sub-accounts when given
+
+
+def _check_pair(trade: Trade, base: Account, quote: Account, exchange_id: uuid.UUID) -> None:
+    if base.exchange_id != exchange_id or quote.exchange_id != exchange_id:
+        raise NotFound("Sub-account not found on this exchange.", details={"exchange_id": str(exchange_id)})
+    expected = f"{base.symbol}/{quote.symbol}"
+    if trade.symbol is not None and trade.symbol != expected:
+        raise Unprocessable(f"The trade's symbol {trade.symbol} does not match the sub-accounts ({expected}).",
+                            code="SYMBOL_MISMATCH")
+
+
+def trade_legs(trade: Trade, quote_symbol: str) -> list[Leg]:
+    """long: base + volume, quote - (price*volume + fee); short/stop_loss: base - volume, quote + (price*volume - fee)."""
+    with localcontext(ledger.MONEY_CONTEXT):
+        notional = trade.price * trade.volume
+        if trade.kind in BUYS:
+            cost = ledger.round_debit(notional + trade.fee)
+            return [Leg(trade.base_sub_account_id, "credit", trade.volume, trade.kind, trade.price, quote_symbol),
+                    Leg(trade.quote_sub_account_id, "debit", cost, trade.kind, trade.price, quote_symbol)]
+        proceeds = ledger.round_credit(notional - trade.fee)
+    if proceeds < 0:
+        raise Unprocessable("The fee is larger than the trade's proceeds.", code="FEE_EXCEEDS_PROCEEDS")
+    legs = [Leg(trade.base_sub_account_id, "debit", trade.volume, trade.kind, trade.price, quote_symbol)]
+    if proceeds > 0:  # a fee that eats the whole proceeds leaves nothing to credit
+        legs.append(Leg(trade.quote_sub_account_id, "credit", proceeds, trade.kind, trade.price, quote_symbol))
+    return legs
+
+
+def apply_trade(conn: sa.Connection, user_id: uuid.UUID, exchange_id: uuid.UUID, trade: Trade, *,
+                trading_log_id: uuid.UUID | None = None, event_id: str | None = None) -> list[dict]:
+    """Locks both sub-accounts, checks them against the trade, and books its legs; returns the transactions."""
+    if trade.base_sub_account_id == trade.quote_sub_account_id:
+        raise Unprocessable("A trade needs two different sub-accounts.", code="SAME_SUB_ACCOUNT")
+    accounts = ledger.lock(conn, user_id, [trade.base_sub_account_id, trade.quote_sub_account_id])
+    base, quote = accounts[trade.base_sub_account_id], accounts[trade.quote_sub_account_id]
+    _check_pair(trade, base, quote, exchange_id)
+    return ledger.apply(conn, accounts, trade_legs(trade, quote.symbol),
+                        trading_log_id=trading_log_id, event_id=event_id)
+
+
+def apply_transfer(conn: sa.Connection, user_id: uuid.UUID, sub_account_id: uuid.UUID, kind: str, amount: Decimal,
+                   *, reason: str | None = None, exchange_id: uuid.UUID | None = None,
+                   trading_log_id: uuid.UUID | None = None, event_id: str | None = None,
+                   info: dict | None = None) -> dict:
+    """A deposit (credit) or withdraw (debit) of one sub-account; returns its transaction."""
+    accounts = ledger.lock(conn, user_id, [sub_account_id])
+    if exchange_id is not None and accounts[sub_account_id].exchange_id != exchange_id:
+        raise NotFound("Sub-account not found on this exchange.", details={"exchange_id": str(exchange_id)})
+    leg = Leg(sub_account_id, TRANSFERS[kind], amount, reason or kind)
+    return ledger.apply(conn, accounts, [leg], trading_log_id=trading_log_id, event_id=event_id, info=info)[0]

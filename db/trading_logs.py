@@ -1,0 +1,112 @@
+"""Trading logs. The business types move money through db.trades in the same transaction as the log row."""
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from db import pagination, trades
+from db.access import Caller, readable_by
+from db.schema import exchanges, sub_accounts, trading_logs
+from tiris.errors import BadRequest, Conflict, NotFound, field_error
+
+
+def _shape_errors(kind: str, body: dict) -> list[dict]:
+    """Which optional fields each type needs or refuses (the contract's description of TradingLogCreate)."""
+    errors = []
+    if kind in trades.BUYS | trades.SELLS:
+        if "trade" not in body:
+            errors.append(field_error("trade", f"required for a {kind}"))
+        for field in ("amount", "sub_account_id"):
+            if field in body:
+                errors.append(field_error(field, f"not used by a {kind}; the trade names the sub-accounts"))
+    elif kind in trades.TRANSFERS:
+        for field in ("sub_account_id", "amount"):
+            if field not in body:
+                errors.append(field_error(field, f"required for a {kind}"))
+        if "trade" in body:
+            errors.append(field_error("trade", f"not used by a {kind}"))
+    else:
+        for field in ("trade", "amount"):
+            if field in body:
+                errors.append(field_error(field, f"a {kind} log is a note and moves no money"))
+    return errors
+
+
+def create(conn: sa.Connection, caller: Caller, body: dict, *, event_id: str | None = None) -> dict:
+    kind = body["type"]
+    errors = _shape_errors(kind, body)
+    if errors:
+        raise BadRequest(details=errors)
+    exchange_id = uuid.UUID(body["exchange_id"])
+    if conn.execute(sa.select(exchanges.c.id).where(exchanges.c.id == exchange_id, exchanges.c.user_id == caller.id,
+                                                    exchanges.c.deleted_at.is_(None))).first() is None:
+        raise NotFound("Exchange not found.")
+
+    log_id = uuid.uuid4()
+    sub_account_id = uuid.UUID(body["sub_account_id"]) if "sub_account_id" in body else None
+    moved: list[dict] = []
+    if "trade" in body:
+        t = body["trade"]
+        moved = trades.apply_trade(conn, caller.id, exchange_id, trades.Trade(
+            kind=kind, base_sub_account_id=uuid.UUID(t["base_sub_account_id"]),
+            quote_sub_account_id=uuid.UUID(t["quote_sub_account_id"]), volume=Decimal(t["volume"]),
+            price=Decimal(t["price"]), fee=Decimal(t["fee"]), symbol=t.get("symbol")),
+            trading_log_id=log_id, event_id=event_id)
+    elif kind in trades.TRANSFERS:
+        moved = [trades.apply_transfer(conn, caller.id, sub_account_id, kind, Decimal(body["amount"]),
+                                       exchange_id=exchange_id, trading_log_id=log_id, event_id=event_id)]
+    elif sub_account_id is not None and conn.execute(sa.select(sub_accounts.c.id).where(
+            sub_accounts.c.id == sub_account_id, sub_accounts.c.user_id == caller.id)).first() is None:
+        raise NotFound("Sub-account not found.")
+
+    values = {
+        "id": log_id, "user_id": caller.id, "exchange_id": exchange_id, "sub_account_id": sub_account_id,
+        "type": kind, "source": body["source"], "message": body["message"], "trade": body.get("trade"),
+        "amount": Decimal(body["amount"]) if "amount" in body else None,
+        "event_time": dt.datetime.fromisoformat(body["event_time"]) if "event_time" in body else None,
+        "transaction_ids": [row["id"] for row in moved], "info": body.get("info", {}),
+    }
+    if moved:  # the log and its transactions share one timestamp
+        values["timestamp"] = moved[0]["timestamp"]
+    return dict(conn.execute(sa.insert(trading_logs).values(**values).returning(trading_logs)).mappings().one())
+
+
+def get(conn: sa.Connection, caller: Caller, trading_log_id: str) -> dict:
+    row = conn.execute(sa.select(trading_logs).where(
+        trading_logs.c.id == trading_log_id, readable_by(trading_logs, caller))).mappings().first()
+    if row is None:
+        raise NotFound("Trading log not found.")
+    return dict(row)
+
+
+def list_page(conn: sa.Connection, caller: Caller, *, limit: int, cursor: str | None, user_id=None,
+              sub_account_id=None, exchange_id=None, type=None, source=None, start_time=None,
+              end_time=None) -> tuple[list[dict], str | None]:
+    c = trading_logs.c
+    query = sa.select(trading_logs).where(readable_by(trading_logs, caller, user_id))
+    for column, value in ((c.exchange_id, exchange_id), (c.type, type), (c.source, source)):
+        if value is not None:
+            query = query.where(column == value)
+    if sub_account_id is not None:  # a trade's log names its sub-accounts in `trade`, a transfer's in the column
+        query = query.where(sa.or_(
+            c.sub_account_id == sub_account_id,
+            c.trade["base_sub_account_id"].astext == str(sub_account_id),
+            c.trade["quote_sub_account_id"].astext == str(sub_account_id)))
+    if start_time is not None:
+        query = query.where(c.timestamp >= start_time)
+    if end_time is not None:
+        query = query.where(c.timestamp < end_time)
+    return pagination.page(conn, query, c.timestamp, c.id, limit, cursor)
+
+
+def delete(conn: sa.Connection, caller: Caller, trading_log_id: str) -> None:
+    owned = sa.and_(trading_logs.c.id == trading_log_id, trading_logs.c.user_id == caller.id)
+    row = conn.execute(sa.select(trading_logs.c.transaction_ids).where(owned).with_for_update()).first()
+    if row is None:
+        raise NotFound("Trading log not found.")
+    if row.transaction_ids:
+        raise Conflict("This log moved money and is part of the ledger; book an opposite entry instead.",
+                       code="LEDGER_ENTRY", details={"transaction_ids": [str(t) for t in row.transaction_ids]})
+    conn.execute(sa.delete(trading_logs).where(owned))

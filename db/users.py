@@ -1,0 +1,92 @@
+"""Users: profile reads and updates, admin listing and status changes, statistics."""
+
+import uuid
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+
+from db import pagination
+from db.schema import exchanges, sub_accounts, trading_logs, transactions, users
+from tiris.errors import Conflict, NotFound
+
+PUBLIC_COLUMNS = [users.c[name] for name in (
+    "id", "username", "email", "avatar", "role", "status", "settings", "info", "created_at", "updated_at")]
+
+
+def get(conn: sa.Connection, user_id: uuid.UUID | str) -> dict:
+    row = conn.execute(sa.select(*PUBLIC_COLUMNS).where(users.c.id == user_id)).mappings().first()
+    if row is None:
+        raise NotFound("User not found.")
+    return dict(row)
+
+
+def credentials(conn: sa.Connection, user_id: str) -> sa.Row | None:
+    """What authentication needs to know about a token's subject."""
+    return conn.execute(sa.select(users.c.id, users.c.role, users.c.status).where(users.c.id == user_id)).first()
+
+
+def update(conn: sa.Connection, user_id: uuid.UUID, changes: dict) -> dict:
+    values: dict = {"updated_at": sa.func.now()}
+    for field in ("username", "avatar", "info"):
+        if field in changes:
+            values[field] = changes[field]
+    if "settings" in changes:  # merged key by key, so a client can change one setting without sending all
+        values["settings"] = users.c.settings.op("||")(sa.cast(changes["settings"], users.c.settings.type))
+    if "username" in changes and conn.execute(
+            sa.select(users.c.id).where(users.c.username == changes["username"], users.c.id != user_id)).first():
+        raise Conflict("That username is taken.", code="USERNAME_TAKEN")
+    row = conn.execute(sa.update(users).where(users.c.id == user_id).values(**values)
+                       .returning(*PUBLIC_COLUMNS)).mappings().first()
+    if row is None:
+        raise NotFound("User not found.")
+    return dict(row)
+
+
+def set_status(conn: sa.Connection, user_id: str, status: str) -> dict:
+    row = conn.execute(sa.update(users).where(users.c.id == user_id)
+                       .values(status=status, updated_at=sa.func.now()).returning(*PUBLIC_COLUMNS)).mappings().first()
+    if row is None:
+        raise NotFound("User not found.")
+    return dict(row)
+
+
+def list_page(conn: sa.Connection, *, limit: int, cursor: str | None, status: str | None) -> tuple[list[dict], str | None]:
+    query = sa.select(*PUBLIC_COLUMNS)
+    if status:
+        query = query.where(users.c.status == status)
+    return pagination.page(conn, query, users.c.created_at, users.c.id, limit, cursor)
+
+
+def ensure(conn: sa.Connection, email: str, *, role: str = "user") -> dict:
+    """Finds the user with this email, or creates one whose username is derived from it."""
+    existing = conn.execute(sa.select(*PUBLIC_COLUMNS).where(users.c.email == email)).mappings().first()
+    if existing is not None:
+        if role == "admin" and existing["role"] != "admin":
+            return dict(conn.execute(sa.update(users).where(users.c.id == existing["id"]).values(role="admin")
+                                     .returning(*PUBLIC_COLUMNS)).mappings().one())
+        return dict(existing)
+    base = "".join(ch for ch in email.split("@")[0] if ch.isalnum() or ch in "_.-")[:40] or "user"
+    username, suffix = base, 1
+    while conn.execute(sa.select(users.c.id).where(users.c.username == username)).first():
+        suffix += 1
+        username = f"{base}{suffix}"
+    row = conn.execute(insert(users).values(email=email, username=username, role=role)
+                       .returning(*PUBLIC_COLUMNS)).mappings().one()
+    return dict(row)
+
+
+def stats(conn: sa.Connection, user_id: uuid.UUID) -> dict:
+    def count(table: sa.Table, *where) -> sa.ScalarSelect:
+        return sa.select(sa.func.count()).select_from(table).where(table.c.user_id == user_id, *where).scalar_subquery()
+
+    counts = conn.execute(sa.select(
+        count(exchanges, exchanges.c.deleted_at.is_(None)).label("exchange_count"),
+        count(sub_accounts, sub_accounts.c.deleted_at.is_(None)).label("sub_account_count"),
+        count(transactions).label("transaction_count"),
+        count(trading_logs).label("trading_log_count"),
+    )).mappings().one()
+    balances = conn.execute(
+        sa.select(sub_accounts.c.symbol, sa.func.sum(sub_accounts.c.balance).label("balance"))
+        .where(sub_accounts.c.user_id == user_id, sub_accounts.c.deleted_at.is_(None))
+        .group_by(sub_accounts.c.symbol).order_by(sub_accounts.c.symbol)).mappings().all()
+    return {**counts, "balances": [dict(b) for b in balances]}

@@ -1,0 +1,47 @@
+"""The HTTP door: one module per tag of openapi.yaml; each function is an operation (operationId in snake_case).
+
+Handlers take what Connexion validated, call db/, and return a generated model; they hold no rules of their own.
+"""
+
+import json
+
+import flask
+from pydantic import BaseModel
+
+from db import engine, idempotency
+from db.access import Caller
+from tiris import jsonify
+
+
+def caller(token_info: dict) -> Caller:
+    return token_info["caller"]
+
+
+def model(cls: type[BaseModel], row: dict) -> BaseModel:
+    """The generated model of a row; absent (NULL) fields stay absent in the JSON."""
+    return cls.model_validate({key: value for key, value in row.items() if value is not None})
+
+
+def page(list_cls: type[BaseModel], item_cls: type[BaseModel], result: tuple[list[dict], str | None]) -> BaseModel:
+    rows, next_cursor = result
+    items = [model(item_cls, row) for row in rows]
+    return list_cls(items=items, next_cursor=next_cursor) if next_cursor else list_cls(items=items)
+
+
+def money_post(who: Caller, body: dict, status: int, operation):
+    """Runs `operation(conn)` in one transaction, honouring the Idempotency-Key header.
+
+    The stored response is exactly what the first attempt returned, so a retry cannot tell it was replayed.
+    """
+    key = flask.request.headers.get("Idempotency-Key")
+    with engine.transaction() as conn:
+        if key:
+            request_hash = idempotency.fingerprint(flask.request.method, flask.request.path, body)
+            stored = idempotency.claim(conn, who.id, key, request_hash)
+            if stored is not None:
+                return stored[1], stored[0]
+        result = operation(conn)
+        if key:
+            result = json.loads(jsonify.dumps(result))
+            idempotency.record(conn, who.id, key, status, result)
+    return result, status

@@ -1,0 +1,1 @@
+"""Wiring of the service: configuration, the application factory, authentication and error mapping."""

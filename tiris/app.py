@@ -1,0 +1,65 @@
+"""The application factory: where a request goes in.
+
+Request path: RequestIdMiddleware -> Connexion (routing, security from tiris.auth, validation from
+tiris.validation, both driven by openapi.yaml) -> the operation's function in handlers/ -> db/.
+"""
+
+import logging
+import re
+import uuid
+from pathlib import Path
+
+import connexion
+from connexion.middleware import MiddlewarePosition
+from connexion.options import SwaggerUIOptions
+from connexion.resolver import Resolver
+
+from db import engine
+from tiris import config, error_handlers, jsonify
+from tiris.validation import VALIDATOR_MAP
+
+SPEC = Path(__file__).resolve().parent.parent / "openapi.yaml"
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestIdMiddleware:
+    """Gives every request a trace id (the client's X-Request-ID when sane) and echoes it on the response."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = [(k, v) for k, v in scope["headers"] if k != b"x-request-id"]
+        given = dict(scope["headers"]).get(b"x-request-id", b"")
+        request_id = given if _REQUEST_ID.match(given) else str(uuid.uuid4()).encode()
+        scope = {**scope, "headers": [*headers, (b"x-request-id", request_id)]}
+
+        async def send_with_id(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id)]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class SnakeCaseResolver(Resolver):
+    """camelCase operationIds (what client generators want) map to snake_case functions in handlers/."""
+
+    def resolve_operation_id(self, operation) -> str:
+        controller = operation.router_controller
+        name = re.sub(r"(?<!^)(?=[A-Z])", "_", operation.operation_id).lower()
+        return f"{controller}.{name}"
+
+
+def create_app(settings: config.Settings | None = None) -> connexion.FlaskApp:
+    settings = config.use(settings or config.load())
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    engine.configure(settings)
+    app = connexion.FlaskApp(__name__, jsonifier=jsonify.JSONIFIER)
+    app.add_api(SPEC, resolver=SnakeCaseResolver(), validator_map=VALIDATOR_MAP, strict_validation=True,
+                swagger_ui_options=SwaggerUIOptions(spec_path="/v1/openapi.json", swagger_ui_path="/v1/ui"))
+    error_handlers.register(app)
+    app.add_middleware(RequestIdMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
+    return app

@@ -1,0 +1,55 @@
+"""Bearer JWT checks, run by Connexion's security layer (the only authentication layer).
+
+The token says who; the database says whether they may still act and in which role, so disabling a user or
+changing a role takes effect on the next request rather than when the token expires.
+"""
+
+import datetime as dt
+import uuid
+
+import jwt
+
+from db import engine, users
+from db.access import Caller
+from tiris import config
+from tiris.errors import Forbidden, Unauthorized
+
+ALGORITHM = "HS256"
+
+
+def mint(user_id: uuid.UUID, *, ttl: int | None = None) -> str:
+    settings = config.current()
+    now = dt.datetime.now(dt.timezone.utc)
+    claims = {"sub": str(user_id), "iss": settings.jwt_issuer, "iat": now, "nbf": now,
+              "exp": now + dt.timedelta(seconds=ttl or settings.access_token_ttl), "jti": uuid.uuid4().hex,
+              "type": "access"}
+    return jwt.encode(claims, settings.jwt_secret, algorithm=ALGORITHM)
+
+
+def _caller(token: str) -> Caller:
+    settings = config.current()
+    try:
+        claims = jwt.decode(token, settings.jwt_secret, algorithms=[ALGORITHM], issuer=settings.jwt_issuer,
+                            options={"require": ["sub", "exp", "iat", "iss"]})
+        user_id = uuid.UUID(claims["sub"])
+    except (jwt.PyJWTError, ValueError, TypeError):
+        raise Unauthorized("The bearer token is invalid or expired.", code="INVALID_TOKEN") from None
+    if claims.get("type", "access") != "access":
+        raise Unauthorized("The bearer token is not an access token.", code="INVALID_TOKEN")
+    with engine.reading() as conn:
+        row = users.credentials(conn, user_id)
+    if row is None or row.status != "active":
+        raise Unauthorized("This account is disabled or no longer exists.", code="ACCOUNT_DISABLED")
+    return Caller(id=row.id, role=row.role)
+
+
+def user_from_token(token: str) -> dict:
+    caller = _caller(token)
+    return {"sub": str(caller.id), "caller": caller}
+
+
+def admin_from_token(token: str) -> dict:
+    caller = _caller(token)
+    if not caller.is_admin:
+        raise Forbidden()
+    return {"sub": str(caller.id), "caller": caller}

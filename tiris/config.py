@@ -1,0 +1,163 @@
+"""Configuration from environment variables, validated at start-up with one clear message per problem."""
+
+import base64
+import json
+import os
+import secrets
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/tiris"
+# `tiris dev` and `tiris token` share secrets through this file so a minted token works against the dev server.
+DEV_SECRETS = Path(".tiris") / "dev-secrets.json"
+
+
+class ConfigError(SystemExit):
+    def __init__(self, problems: list[str]):
+        super().__init__("configuration is invalid:\n" + "\n".join(f"  - {p}" for p in problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    jwt_secret: str
+    jwt_issuer: str
+    access_token_ttl: int
+    encryption_keys: dict[str, bytes]  # key id -> 32-byte AES key; the first is the active one
+    active_key_id: str
+    api_key_hash_key: bytes
+    db_pool_size: int
+    db_max_overflow: int
+    db_pool_timeout: float
+    db_pool_recycle: int
+    db_statement_timeout_ms: int
+    host: str
+    port: int
+    workers: int
+    log_level: str
+
+
+def _dev_secrets() -> dict[str, str]:
+    if DEV_SECRETS.exists():
+        return json.loads(DEV_SECRETS.read_text())
+    values = {
+        "JWT_SECRET": secrets.token_urlsafe(48),
+        "ENCRYPTION_KEYS": "dev1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
+        "API_KEY_HASH_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+    }
+    DEV_SECRETS.parent.mkdir(exist_ok=True)
+    DEV_SECRETS.write_text(json.dumps(values))
+    DEV_SECRETS.chmod(0o600)
+    return values
+
+
+def database_url_from(env) -> str:
+    """DATABASE_URL alone, for commands that need nothing else (`tiris migrate`)."""
+    url = env.get("DATABASE_URL", "")
+    if not url:
+        raise ConfigError(["DATABASE_URL is not set (e.g. postgresql+psycopg://user@host:5432/tiris)"])
+    if not url.startswith(("postgresql+psycopg://", "postgresql://")):
+        raise ConfigError(["DATABASE_URL must be a postgresql:// or postgresql+psycopg:// URL"])
+    return url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def apply_dev_defaults() -> None:
+    """Local use only: a local database URL and generated secrets for whatever the environment leaves unset."""
+    os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
+    for key, value in _dev_secrets().items():
+        os.environ.setdefault(key, value)
+
+
+def load(env: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ if env is None else env)
+    problems: list[str] = []
+
+    def required(name: str, hint: str) -> str:
+        value = env.get(name, "")
+        if not value:
+            problems.append(f"{name} is not set ({hint})")
+        return value
+
+    def integer(name: str, default: int, low: int, high: int) -> int:
+        raw = env.get(name, str(default))
+        try:
+            value = int(raw)
+        except ValueError:
+            problems.append(f"{name}={raw!r} is not an integer")
+            return default
+        if not low <= value <= high:
+            problems.append(f"{name}={value} is outside {low}..{high}")
+        return value
+
+    def b64key(name: str, raw: str) -> bytes:
+        try:
+            key = base64.b64decode(raw, validate=True)
+        except ValueError:
+            problems.append(f"{name} is not valid base64")
+            return b""
+        if len(key) != 32:
+            problems.append(f"{name} must decode to 32 bytes, got {len(key)}")
+        return key
+
+    try:
+        database_url = database_url_from(env)
+    except ConfigError as error:
+        problems.extend(error.problems)
+        database_url = ""
+
+    jwt_secret = required("JWT_SECRET", "the HMAC key that signs access tokens, at least 32 characters")
+    if jwt_secret and len(jwt_secret) < 32:
+        problems.append("JWT_SECRET must be at least 32 characters")
+
+    keys: dict[str, bytes] = {}
+    for item in filter(None, required("ENCRYPTION_KEYS", "KEY_ID:BASE64_32_BYTES[,...], the first one seals new data")
+                       .split(",")):
+        key_id, sep, raw = item.strip().partition(":")
+        if not sep or not key_id:
+            problems.append("ENCRYPTION_KEYS entries must look like KEY_ID:BASE64")
+            continue
+        keys[key_id] = b64key(f"ENCRYPTION_KEYS[{key_id}]", raw)
+    hash_key_raw = required("API_KEY_HASH_KEY", "base64 of 32 random bytes, keys the api-key uniqueness hash")
+    hash_key = b64key("API_KEY_HASH_KEY", hash_key_raw) if hash_key_raw else b""
+
+    settings = Settings(
+        database_url=database_url,
+        jwt_secret=jwt_secret,
+        jwt_issuer=env.get("JWT_ISSUER", "tiris-backend"),
+        access_token_ttl=integer("ACCESS_TOKEN_TTL", 3600, 60, 7 * 86400),
+        encryption_keys=keys,
+        active_key_id=next(iter(keys), ""),
+        api_key_hash_key=hash_key,
+        # Seed §7.2: a pool of 10-50 connections, 30 s to get one, idle ones recycled after 5 minutes.
+        db_pool_size=integer("DB_POOL_SIZE", 10, 1, 200),
+        db_max_overflow=integer("DB_MAX_OVERFLOW", 40, 0, 200),
+        db_pool_timeout=integer("DB_POOL_TIMEOUT", 30, 1, 300),
+        db_pool_recycle=integer("DB_POOL_RECYCLE", 300, 10, 86400),
+        db_statement_timeout_ms=integer("DB_STATEMENT_TIMEOUT_MS", 15000, 100, 600000),
+        host=env.get("HOST", "127.0.0.1"),
+        port=integer("PORT", 8080, 1, 65535),
+        workers=integer("WEB_CONCURRENCY", 2, 1, 64),
+        log_level=env.get("LOG_LEVEL", "INFO").upper(),
+    )
+    if settings.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        problems.append(f"LOG_LEVEL={settings.log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+_current: Settings | None = None
+
+
+def current() -> Settings:
+    if _current is None:
+        sys.exit("settings were not loaded")
+    return _current
+
+
+def use(settings: Settings) -> Settings:
+    global _current
+    _current = settings
+    return settings

@@ -1,0 +1,82 @@
+"""Every error leaves in one format: {"error": {code, message, details, trace_id, timestamp}}.
+
+Registered on the Connexion app, so errors raised by its middleware (validation, security, routing) are rendered
+here too, not only those raised by handlers.
+"""
+
+import datetime as dt
+import logging
+import uuid
+
+from connexion.exceptions import ProblemException
+from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from sqlalchemy.exc import IntegrityError
+from starlette.exceptions import HTTPException
+
+from tiris import jsonify
+from tiris.errors import ApiError, Conflict
+
+log = logging.getLogger("tiris.errors")
+
+CODES = {400: "VALIDATION_ERROR", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND",
+         405: "METHOD_NOT_ALLOWED", 406: "NOT_ACCEPTABLE", 409: "CONFLICT", 413: "PAYLOAD_TOO_LARGE",
+         415: "UNSUPPORTED_MEDIA_TYPE", 422: "UNPROCESSABLE", 429: "RATE_LIMITED", 500: "INTERNAL_ERROR",
+         503: "SERVICE_UNAVAILABLE"}
+MESSAGES = {401: "A valid bearer token is required.", 404: "No such resource.",
+            405: "This method is not allowed here.", 415: "The request body must be application/json."}
+
+
+def trace_id(request: ConnexionRequest) -> str:
+    return request.headers.get("x-request-id") or str(uuid.uuid4())
+
+
+def render(request: ConnexionRequest, status: int, code: str, message: str, details=None,
+           headers: dict | None = None) -> ConnexionResponse:
+    body = {"code": code, "message": message, "trace_id": trace_id(request),
+            "timestamp": jsonify.rfc3339(dt.datetime.now(dt.timezone.utc))}
+    if details is not None:
+        body["details"] = details
+    headers = dict(headers or {})
+    if status == 401:
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    return ConnexionResponse(status_code=status, mimetype="application/json", content_type="application/json",
+                             body=jsonify.dumps({"error": body}), headers=headers)
+
+
+def api_error(request: ConnexionRequest, exc: ApiError) -> ConnexionResponse:
+    if exc.status >= 500:
+        log.error("request failed: %s", exc.code, exc_info=exc)
+    return render(request, exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+
+def problem(request: ConnexionRequest, exc: ProblemException) -> ConnexionResponse:
+    status = exc.status or 500
+    message = MESSAGES.get(status) or exc.detail or exc.title or "The request failed."
+    details = [{"field": "$", "issue": exc.detail}] if status == 400 and exc.detail else None
+    return render(request, status, CODES.get(status, "ERROR"), message, details, exc.headers)
+
+
+def http_error(request: ConnexionRequest, exc: HTTPException) -> ConnexionResponse:
+    message = MESSAGES.get(exc.status_code) or exc.detail or "The request failed."
+    return render(request, exc.status_code, CODES.get(exc.status_code, "ERROR"), message,
+                  headers=dict(exc.headers or {}))  # keeps Allow on a 405
+
+
+def integrity_error(request: ConnexionRequest, exc: IntegrityError) -> ConnexionResponse:
+    # A unique index lost a race the handler's own check could not see; the row was not written.
+    if getattr(exc.orig, "sqlstate", None) == "23505":
+        return api_error(request, Conflict("A resource with these values already exists.", code="DUPLICATE"))
+    return unhandled(request, exc)
+
+
+def unhandled(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    log.error("unhandled error", exc_info=exc)
+    return render(request, 500, "INTERNAL_ERROR", "An unexpected error occurred.")
+
+
+def register(app) -> None:
+    app.add_error_handler(ApiError, api_error)
+    app.add_error_handler(ProblemException, problem)
+    app.add_error_handler(HTTPException, http_error)
+    app.add_error_handler(IntegrityError, integrity_error)
+    app.add_error_handler(Exception, unhandled)

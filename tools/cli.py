@@ -1,0 +1,100 @@
+"""`tiris`: the service's command line (dev, serve, migrate, token, rotate-keys)."""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _migrate(database_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    command.upgrade(cfg, "head")
+
+
+def cmd_migrate(args) -> None:
+    from tiris import config
+
+    _migrate(config.database_url_from(os.environ))
+
+
+def _gunicorn(settings, workers: int) -> None:
+    os.execvp(sys.executable, [
+        sys.executable, "-m", "gunicorn", "tiris.app:create_app()", "--worker-class", "uvicorn_worker.UvicornWorker",
+        "--workers", str(workers), "--bind", f"{settings.host}:{settings.port}", "--graceful-timeout", "30",
+        "--timeout", "60", "--access-logfile", "-", "--chdir", str(ROOT),
+    ])
+
+
+def cmd_serve(args) -> None:
+    from tiris import config
+
+    settings = config.load()
+    _gunicorn(settings, args.workers or settings.workers)
+
+
+def cmd_dev(args) -> None:
+    """Local development: local defaults, PostgreSQL started if needed, migrations applied, then the API."""
+    from tiris import config
+    from tools import localpg
+
+    config.apply_dev_defaults()  # in os.environ, so the gunicorn workers see the same secrets
+    settings = config.load()
+    localpg.ensure_database(settings.database_url)
+    _migrate(settings.database_url)
+    print(f"tiris dev: serving on http://{settings.host}:{settings.port} (docs at /v1/ui)", file=sys.stderr)
+    _gunicorn(settings, args.workers or 1)
+
+
+def cmd_token(args) -> None:
+    """Prints only a token on stdout, so `$(tiris token --email ...)` works."""
+    from db import engine, users
+    from tiris import auth, config
+
+    config.apply_dev_defaults()
+    engine.configure(config.use(config.load()))
+    with engine.transaction() as conn:
+        user = users.ensure(conn, args.email, role="admin" if args.admin else "user")
+    print(auth.mint(user["id"], ttl=args.ttl))
+
+
+def cmd_rotate_keys(args) -> None:
+    from db import engine, exchanges
+    from tiris import config
+
+    settings = config.use(config.load())
+    engine.configure(settings)
+    with engine.transaction() as conn:
+        count = exchanges.rotate_keys(conn, settings.active_key_id)
+    print(f"re-sealed {count} exchange(s) under key {settings.active_key_id}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="tiris", description="Tiris Backend")
+    sub = parser.add_subparsers(dest="command", required=True)
+    dev = sub.add_parser("dev", help="migrate, then serve with local defaults (starts PostgreSQL if needed)")
+    dev.add_argument("--workers", type=int)
+    dev.set_defaults(func=cmd_dev)
+    serve = sub.add_parser("serve", help="serve the API with gunicorn and uvicorn workers")
+    serve.add_argument("--workers", type=int)
+    serve.set_defaults(func=cmd_serve)
+    sub.add_parser("migrate", help="apply the database migrations").set_defaults(func=cmd_migrate)
+    token = sub.add_parser("token", help="mint an access token for a user (created if missing); local use")
+    token.add_argument("--email", required=True)
+    token.add_argument("--admin", action="store_true")
+    token.add_argument("--ttl", type=int, help="lifetime in seconds (default ACCESS_TOKEN_TTL)")
+    token.set_defaults(func=cmd_token)
+    sub.add_parser("rotate-keys", help="re-seal exchange credentials under the active encryption key"
+                   ).set_defaults(func=cmd_rotate_keys)
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
