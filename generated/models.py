@@ -93,6 +93,12 @@ class Info(BaseModel):
     )
 
 
+class Reason(StrEnum):
+    deposit = "deposit"
+    withdraw = "withdraw"
+    adjustment = "adjustment"
+
+
 class PositiveDecimal(RootModel[Decimal]):
     root: Annotated[
         Decimal,
@@ -278,6 +284,12 @@ class MoneyMovement(BaseModel):
     )
     amount: PositiveDecimal
     info: Info | None = None
+    reason: Annotated[
+        Reason | None,
+        Field(
+            description="The transaction's reason; `adjustment` marks a correction. Defaults to the operation (deposit or withdraw)."
+        ),
+    ] = None
 
 
 class SubAccountCreate(BaseModel):

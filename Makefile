@@ -1,0 +1,26 @@
+# The two set-up commands: `make run` serves on 127.0.0.1:8080 (PORT overrides); `make test` runs every suite.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test generate install clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/tiris dev
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+generate: $(STAMP)
+	$(PY) -m tools.generate
+
+clean:
+	rm -rf $(VENV) .tiris .pytest_cache

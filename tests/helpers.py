@@ -1,0 +1,32 @@
+"""Building blocks the API tests share: an exchange with funded sub-accounts, as a client would make them."""
+
+from decimal import Decimal
+
+
+def create_exchange(api, name="Main", api_key="AKIAEXAMPLEKEY123456", api_secret="s3cr3t-value-0001"):
+    status, body = api.post("/v1/exchanges", json={"name": name, "type": "binance", "api_key": api_key,
+                                                    "api_secret": api_secret})
+    assert status == 201, body
+    return body
+
+
+def create_sub_account(api, exchange_id, symbol, balance=None, name=None):
+    payload = {"exchange_id": exchange_id, "name": name or f"{symbol} wallet", "symbol": symbol}
+    if balance is not None:
+        payload["balance"] = balance
+    status, body = api.post("/v1/sub-accounts", json=payload)
+    assert status == 201, body
+    return body
+
+
+def balance_of(api, sub_account_id) -> Decimal:
+    status, body = api.get(f"/v1/sub-accounts/{sub_account_id}")
+    assert status == 200, body
+    return Decimal(body["balance"])
+
+
+def trade(api, exchange_id, kind, base_id, quote_id, volume, price, fee="0", **extra):
+    return api.post("/v1/trading-logs", json={
+        "type": kind, "source": "manual", "message": f"{kind} {volume} at {price}", "exchange_id": exchange_id,
+        "trade": {"base_sub_account_id": base_id, "quote_sub_account_id": quote_id, "volume": volume,
+                  "price": price, "fee": fee, **extra}})
