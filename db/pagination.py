@@ -28,6 +28,18 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
                          details=[field_error("query/cursor", "unreadable cursor")]) from None
 
 
+def in_range(query: sa.Select, time_col: sa.Column, start_time: str | None, end_time: str | None) -> sa.Select:
+    """[start_time, end_time): the RFC 3339 strings Connexion validated, compared as instants."""
+    for name, value, compare in (("start_time", start_time, time_col.__ge__), ("end_time", end_time, time_col.__lt__)):
+        if value is None:
+            continue
+        try:
+            query = query.where(compare(dt.datetime.fromisoformat(value)))
+        except ValueError:  # valid RFC 3339 that Python cannot hold, e.g. nanoseconds
+            raise BadRequest(details=[field_error(f"query/{name}", "unsupported date-time")]) from None
+    return query
+
+
 def page(conn: sa.Connection, query: sa.Select, time_col: sa.Column, id_col: sa.Column,
          limit: int, cursor: str | None) -> tuple[list[dict], str | None]:
     """Runs `query` for one page; returns its rows and the cursor of the next page (None on the last)."""

@@ -94,10 +94,7 @@ def list_page(conn: sa.Connection, caller: Caller, *, limit: int, cursor: str | 
             c.sub_account_id == sub_account_id,
             c.trade["base_sub_account_id"].astext == str(sub_account_id),
             c.trade["quote_sub_account_id"].astext == str(sub_account_id)))
-    if start_time is not None:
-        query = query.where(c.timestamp >= start_time)
-    if end_time is not None:
-        query = query.where(c.timestamp < end_time)
+    query = pagination.in_range(query, c.timestamp, start_time, end_time)
     return pagination.page(conn, query, c.timestamp, c.id, limit, cursor)
 
 

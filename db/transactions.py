@@ -25,8 +25,5 @@ def list_page(conn: sa.Connection, caller: Caller, *, limit: int, cursor: str | 
                           (c.direction, direction), (c.reason, reason)):
         if value is not None:
             query = query.where(column == value)
-    if start_time is not None:
-        query = query.where(c.timestamp >= start_time)
-    if end_time is not None:
-        query = query.where(c.timestamp < end_time)
+    query = pagination.in_range(query, c.timestamp, start_time, end_time)
     return pagination.page(conn, query, c.timestamp, c.id, limit, cursor)
