@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from db import ledger, pagination, trades
 from db.access import Caller, readable_by
 from db.schema import exchanges, sub_accounts
-from tiris.errors import BadRequest, Conflict, NotFound, field_error
+from tiris.errors import Conflict, NotFound
 
 PUBLIC_COLUMNS = [*(sub_accounts.c[name] for name in (
     "id", "user_id", "exchange_id", "name", "symbol", "balance", "locked", "info", "created_at", "updated_at")),
@@ -85,8 +85,5 @@ def delete(conn: sa.Connection, caller: Caller, sub_account_id) -> None:
 
 def move(conn: sa.Connection, caller: Caller, sub_account_id, kind: str, body: dict) -> dict:
     """A deposit or withdraw through the sub-account's own endpoint; returns the transaction."""
-    reason = body.get("reason", kind)
-    if reason not in (kind, "adjustment"):
-        raise BadRequest(details=[field_error("reason", f"a {kind} takes the reason {kind!r} or 'adjustment'")])
     return trades.apply_transfer(conn, caller.id, uuid.UUID(str(sub_account_id)), kind, Decimal(body["amount"]),
-                                 reason=reason, info=body.get("info"))
+                                 reason=body.get("reason"), info=body.get("info"))

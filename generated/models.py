@@ -25,6 +25,11 @@ class DecimalModel(RootModel[Decimal]):
     ]
 
 
+class Reason(StrEnum):
+    deposit = "deposit"
+    adjustment = "adjustment"
+
+
 class Direction(StrEnum):
     credit = "credit"
     debit = "debit"
@@ -93,10 +98,14 @@ class Info(BaseModel):
     )
 
 
-class Reason(StrEnum):
-    deposit = "deposit"
-    withdraw = "withdraw"
-    adjustment = "adjustment"
+class NoteType(StrEnum):
+    order_created = "order_created"
+    order_filled = "order_filled"
+    order_cancelled = "order_cancelled"
+    order_failed = "order_failed"
+    signal = "signal"
+    error = "error"
+    note = "note"
 
 
 class PositiveDecimal(RootModel[Decimal]):
@@ -175,6 +184,12 @@ class Trade(BaseModel):
     volume: PositiveDecimal
 
 
+class TradeType(StrEnum):
+    long = "long"
+    short = "short"
+    stop_loss = "stop_loss"
+
+
 class TradingLogSource(StrEnum):
     manual = "manual"
     bot = "bot"
@@ -207,6 +222,11 @@ class TransactionReason(StrEnum):
     adjustment = "adjustment"
 
 
+class TransferType(StrEnum):
+    deposit = "deposit"
+    withdraw = "withdraw"
+
+
 class UserStats(BaseModel):
     balances: Annotated[
         list[SymbolBalance],
@@ -231,6 +251,35 @@ class UserUpdate(BaseModel):
     info: Info | None = None
     settings: Info | None = None
     username: Annotated[str | None, Field(pattern="^[A-Za-z0-9_.-]{3,50}$")] = None
+
+
+class Reason1(StrEnum):
+    withdraw = "withdraw"
+    adjustment = "adjustment"
+
+
+class Withdrawal(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    amount: PositiveDecimal
+    info: Info | None = None
+    reason: Annotated[
+        Reason1 | None,
+        Field(description="The transaction's reason; `adjustment` marks a correction."),
+    ] = "withdraw"
+
+
+class Deposit(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    amount: PositiveDecimal
+    info: Info | None = None
+    reason: Annotated[
+        Reason | None,
+        Field(description="The transaction's reason; `adjustment` marks a correction."),
+    ] = "deposit"
 
 
 class Error(BaseModel):
@@ -278,18 +327,19 @@ class ExchangeUpdate(BaseModel):
     status: ExchangeStatus | None = None
 
 
-class MoneyMovement(BaseModel):
+class NoteLogCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
     )
-    amount: PositiveDecimal
-    info: Info | None = None
-    reason: Annotated[
-        Reason | None,
-        Field(
-            description="The transaction's reason; `adjustment` marks a correction. Defaults to the operation (deposit or withdraw)."
-        ),
+    event_time: Annotated[
+        AwareDatetime | None, Field(description="When it happened.")
     ] = None
+    exchange_id: UUID
+    info: Info | None = None
+    message: Annotated[str, Field(max_length=2000, min_length=1)]
+    source: TradingLogSource
+    sub_account_id: UUID | None = None
+    type: NoteType
 
 
 class SubAccountCreate(BaseModel):
@@ -301,6 +351,21 @@ class SubAccountCreate(BaseModel):
     info: Info | None = None
     name: Annotated[str, Field(max_length=100, min_length=1)]
     symbol: Symbol
+
+
+class TradeLogCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    event_time: Annotated[
+        AwareDatetime | None, Field(description="When it happened.")
+    ] = None
+    exchange_id: UUID
+    info: Info | None = None
+    message: Annotated[str, Field(max_length=2000, min_length=1)]
+    source: TradingLogSource
+    trade: Trade
+    type: TradeType
 
 
 class TradingLog(BaseModel):
@@ -317,28 +382,6 @@ class TradingLog(BaseModel):
     transaction_ids: list[UUID]
     type: TradingLogType
     user_id: UUID
-
-
-class TradingLogCreate(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-    )
-    amount: PositiveDecimal | None = None
-    event_time: Annotated[
-        AwareDatetime | None, Field(description="When it happened; defaults to now.")
-    ] = None
-    exchange_id: UUID
-    info: Info | None = None
-    message: Annotated[str, Field(max_length=2000, min_length=1)]
-    source: TradingLogSource
-    sub_account_id: Annotated[
-        UUID | None,
-        Field(
-            description="deposit/withdraw: the sub-account; other notes: an optional reference."
-        ),
-    ] = None
-    trade: Trade | None = None
-    type: TradingLogType
 
 
 class TradingLogList(BaseModel):
@@ -368,6 +411,22 @@ class TransactionList(BaseModel):
     next_cursor: str | None = None
 
 
+class TransferLogCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    amount: PositiveDecimal
+    event_time: Annotated[
+        AwareDatetime | None, Field(description="When it happened.")
+    ] = None
+    exchange_id: UUID
+    info: Info | None = None
+    message: Annotated[str, Field(max_length=2000, min_length=1)]
+    source: TradingLogSource
+    sub_account_id: UUID
+    type: TransferType
+
+
 class User(BaseModel):
     avatar: str | None = None
     created_at: AwareDatetime
@@ -384,3 +443,10 @@ class User(BaseModel):
 class UserList(BaseModel):
     items: list[User]
     next_cursor: str | None = None
+
+
+class TradingLogCreate(RootModel[TradeLogCreate | TransferLogCreate | NoteLogCreate]):
+    root: Annotated[
+        TradeLogCreate | TransferLogCreate | NoteLogCreate,
+        Field(description="The body's shape follows `type`."),
+    ]

@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import connexion
+import yaml
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
@@ -60,6 +61,6 @@ def create_app(settings: config.Settings | None = None) -> connexion.FlaskApp:
     app = connexion.FlaskApp(__name__, jsonifier=jsonify.JSONIFIER)
     app.add_api(SPEC, resolver=SnakeCaseResolver(), validator_map=VALIDATOR_MAP, strict_validation=True,
                 swagger_ui_options=SwaggerUIOptions(spec_path="/v1/openapi.json", swagger_ui_path="/v1/ui"))
-    error_handlers.register(app)
+    error_handlers.register(app, yaml.safe_load(SPEC.read_text())["paths"])
     app.add_middleware(RequestIdMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
     return app

@@ -6,6 +6,7 @@ here too, not only those raised by handlers.
 
 import datetime as dt
 import logging
+import re
 import uuid
 
 from connexion.exceptions import ProblemException
@@ -56,10 +57,32 @@ def problem(request: ConnexionRequest, exc: ProblemException) -> ConnexionRespon
     return render(request, status, CODES.get(status, "ERROR"), message, details, exc.headers)
 
 
-def http_error(request: ConnexionRequest, exc: HTTPException) -> ConnexionResponse:
-    message = MESSAGES.get(exc.status_code) or exc.detail or "The request failed."
-    return render(request, exc.status_code, CODES.get(exc.status_code, "ERROR"), message,
-                  headers=dict(exc.headers or {}))  # keeps Allow on a 405
+class MethodsBySpec:
+    """The methods openapi.yaml declares for a concrete path, for the Allow header of a 405.
+
+    Connexion routes each operation on its own, so the router's own Allow lists only the first route it matched.
+    """
+
+    def __init__(self, spec_paths: dict):
+        self.routes = [(re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(path)) + "$"),
+                        sorted(m.upper() for m in item if m in {"get", "post", "put", "patch", "delete"}))
+                       for path, item in spec_paths.items()]
+
+    def __call__(self, path: str) -> list[str] | None:
+        for pattern, methods in self.routes:
+            if pattern.match(path):
+                return methods
+        return None
+
+
+def http_error_for(allowed: MethodsBySpec):
+    def http_error(request: ConnexionRequest, exc: HTTPException) -> ConnexionResponse:
+        message = MESSAGES.get(exc.status_code) or exc.detail or "The request failed."
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405 and (methods := allowed(request.url.path)):
+            headers["Allow"] = ", ".join(methods + (["HEAD"] if "GET" in methods else []))
+        return render(request, exc.status_code, CODES.get(exc.status_code, "ERROR"), message, headers=headers)
+    return http_error
 
 
 def integrity_error(request: ConnexionRequest, exc: IntegrityError) -> ConnexionResponse:
@@ -74,9 +97,9 @@ def unhandled(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
     return render(request, 500, "INTERNAL_ERROR", "An unexpected error occurred.")
 
 
-def register(app) -> None:
+def register(app, spec_paths: dict) -> None:
     app.add_error_handler(ApiError, api_error)
     app.add_error_handler(ProblemException, problem)
-    app.add_error_handler(HTTPException, http_error)
+    app.add_error_handler(HTTPException, http_error_for(MethodsBySpec(spec_paths)))
     app.add_error_handler(IntegrityError, integrity_error)
     app.add_error_handler(Exception, unhandled)
