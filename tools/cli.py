@@ -29,6 +29,7 @@ def _gunicorn(settings, workers: int) -> None:
         sys.executable, "-m", "gunicorn", "tiris.app:create_app()", "--worker-class", "uvicorn_worker.UvicornWorker",
         "--workers", str(workers), "--bind", f"{settings.host}:{settings.port}", "--graceful-timeout", "30",
         "--timeout", "60", "--access-logfile", "-", "--chdir", str(ROOT),
+        "--no-control-socket",  # one shared socket path would make two servers on a host collide
     ])
 
 
