@@ -171,3 +171,73 @@ idempotency_keys = sa.Table(
     sa.PrimaryKeyConstraint("user_id", "key"),
     _gin_info("idempotency_keys"),
 )
+
+# --- the event door -------------------------------------------------------------------------------------------
+
+# The id of every event whose effects were committed, written in the same transaction as those effects: a redelivered
+# or replayed event finds its id here and changes nothing. Not a hypertable: the key must be unique on its own.
+processed_events = sa.Table(
+    "processed_events",
+    metadata,
+    sa.Column("event_id", sa.Text, primary_key=True),
+    sa.Column("event_type", sa.Text, nullable=False),
+    sa.Column("user_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("stream_seq", sa.BigInteger),
+    sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    _info(),
+    sa.Index("ix_processed_events_processed_at", "processed_at"),
+    _gin_info("processed_events"),
+)
+
+# Events that cannot take effect (malformed, invalid, foreign, refused by a ledger rule, or out of retries), kept
+# with the reason and the raw message so an admin can re-drive them once the cause is fixed.
+dead_letters = sa.Table(
+    "dead_letters",
+    metadata,
+    _id(),
+    sa.Column("event_id", sa.Text),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("stream_seq", sa.BigInteger),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    sa.Column("redriven_at", sa.DateTime(timezone=True)),
+    _info(),
+    sa.Index("ix_dead_letters_created_at", "created_at"),
+    _gin_info("dead_letters"),
+)
+
+# One row per bot, updated by its heartbeats (not one row per beat).
+bot_status = sa.Table(
+    "bot_status",
+    metadata,
+    sa.Column("user_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("bot_id", sa.Text, nullable=False),
+    sa.Column("exchange_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("version", sa.Text),
+    sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_event_id", sa.Text, nullable=False),
+    _info(),
+    sa.PrimaryKeyConstraint("user_id", "bot_id"),
+    _gin_info("bot_status"),
+)
+
+# Counters of each consumer, updated once per batch in the batch's transaction, so they agree with the effects.
+consumer_state = sa.Table(
+    "consumer_state",
+    metadata,
+    sa.Column("consumer", sa.Text, primary_key=True),
+    sa.Column("processed", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("duplicates", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("failed", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("dead_lettered", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("balance_drifts", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("pending", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("last_stream_seq", sa.BigInteger),
+    sa.Column("last_processed_at", sa.DateTime(timezone=True)),
+    _info(),
+    _gin_info("consumer_state"),
+)

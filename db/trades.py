@@ -28,6 +28,7 @@ class Trade:
     price: Decimal
     fee: Decimal
     symbol: str | None = None  # "BASE/QUOTE", checked against the sub-accounts when given
+    fee_asset: str = "quote"  # the bot's fills may pay the fee in the base asset
 
 
 def _check_pair(trade: Trade, base: Account, quote: Account, exchange_id: uuid.UUID) -> None:
@@ -40,19 +41,24 @@ def _check_pair(trade: Trade, base: Account, quote: Account, exchange_id: uuid.U
 
 
 def trade_legs(trade: Trade, quote_symbol: str) -> list[Leg]:
-    """long: base + volume, quote - (price*volume + fee); short/stop_loss: base - volume, quote + (price*volume - fee)."""
+    """long: base + volume, quote - (price*volume + fee); short/stop_loss: base - volume, quote + (price*volume - fee).
+
+    With the fee in the base asset it comes off the base leg instead: long base + (volume - fee), short
+    base - (volume + fee), and the quote leg is the bare notional.
+    """
+    buy = trade.kind in BUYS
+    base_fee, quote_fee = (trade.fee, Decimal(0)) if trade.fee_asset == "base" else (Decimal(0), trade.fee)
     with localcontext(ledger.MONEY_CONTEXT):
         notional = trade.price * trade.volume
-        if trade.kind in BUYS:
-            cost = ledger.round_debit(notional + trade.fee)
-            return [Leg(trade.base_sub_account_id, "credit", trade.volume, trade.kind, trade.price, quote_symbol),
-                    Leg(trade.quote_sub_account_id, "debit", cost, trade.kind, trade.price, quote_symbol)]
-        proceeds = ledger.round_credit(notional - trade.fee)
-    if proceeds < 0:
-        raise Unprocessable("The fee is larger than the trade's proceeds.", code="FEE_EXCEEDS_PROCEEDS")
-    legs = [Leg(trade.base_sub_account_id, "debit", trade.volume, trade.kind, trade.price, quote_symbol)]
-    if proceeds > 0:  # a fee that eats the whole proceeds leaves nothing to credit
-        legs.append(Leg(trade.quote_sub_account_id, "credit", proceeds, trade.kind, trade.price, quote_symbol))
+        base_amount = trade.volume - base_fee if buy else trade.volume + base_fee
+        quote_amount = ledger.round_debit(notional + quote_fee) if buy else ledger.round_credit(notional - quote_fee)
+    if base_amount <= 0 or quote_amount < 0:
+        raise Unprocessable("The fee is larger than what the trade moves.", code="FEE_EXCEEDS_PROCEEDS")
+    legs = [Leg(trade.base_sub_account_id, "credit" if buy else "debit", base_amount, trade.kind, trade.price,
+                quote_symbol)]
+    if quote_amount > 0:  # a fee that eats the whole proceeds leaves nothing to credit
+        legs.append(Leg(trade.quote_sub_account_id, "debit" if buy else "credit", quote_amount, trade.kind,
+                        trade.price, quote_symbol))
     return legs
 
 

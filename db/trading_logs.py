@@ -12,7 +12,8 @@ from db.schema import exchanges, sub_accounts, trading_logs
 from tiris.errors import Conflict, NotFound
 
 
-def create(conn: sa.Connection, caller: Caller, body: dict, *, event_id: str | None = None) -> dict:
+def create(conn: sa.Connection, caller: Caller, body: dict, *, event_id: str | None = None,
+           fee_asset: str = "quote") -> dict:
     """`body` has the shape the contract gives for its type (TradeLogCreate, TransferLogCreate, NoteLogCreate)."""
     kind = body["type"]
     exchange_id = uuid.UUID(body["exchange_id"])
@@ -28,7 +29,7 @@ def create(conn: sa.Connection, caller: Caller, body: dict, *, event_id: str | N
         moved = trades.apply_trade(conn, caller.id, exchange_id, trades.Trade(
             kind=kind, base_sub_account_id=uuid.UUID(t["base_sub_account_id"]),
             quote_sub_account_id=uuid.UUID(t["quote_sub_account_id"]), volume=Decimal(t["volume"]),
-            price=Decimal(t["price"]), fee=Decimal(t["fee"]), symbol=t.get("symbol")),
+            price=Decimal(t["price"]), fee=Decimal(t["fee"]), symbol=t.get("symbol"), fee_asset=fee_asset),
             trading_log_id=log_id, event_id=event_id)
     elif kind in trades.TRANSFERS:
         moved = [trades.apply_transfer(conn, caller.id, sub_account_id, kind, Decimal(body["amount"]),

@@ -53,7 +53,8 @@ def _free_port() -> int:
 def test_dev_creates_the_database_migrates_and_becomes_ready(tmp_path):
     name = f"tiris_dev_{uuid.uuid4().hex[:10]}"
     port = _free_port()
-    env = {**os.environ, "DATABASE_URL": database_url_for(name), "PORT": str(port)}
+    env = {**os.environ, "DATABASE_URL": database_url_for(name), "PORT": str(port),
+           "NATS_URL": f"nats://127.0.0.1:{_free_port()}"}  # a private JetStream, started by dev
     env.pop("JWT_SECRET", None)
     log = (tmp_path / "dev.log").open("w")
     process = subprocess.Popen([sys.executable, "-m", "tools.cli", "dev"], cwd=tmp_path, env=env, stdout=log,

@@ -37,6 +37,8 @@ class Settings:
     port: int
     workers: int
     log_level: str
+    nats_url: str
+    consumer_batch: int
 
 
 def _dev_secrets() -> dict[str, str]:
@@ -140,6 +142,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
         port=integer("PORT", 8080, 1, 65535),
         workers=integer("WEB_CONCURRENCY", 2, 1, 64),
         log_level=env.get("LOG_LEVEL", "INFO").upper(),
+        nats_url=env.get("NATS_URL", "nats://127.0.0.1:4222"),
+        consumer_batch=integer("CONSUMER_BATCH", 500, 1, 10000),
     )
     if settings.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         problems.append(f"LOG_LEVEL={settings.log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")

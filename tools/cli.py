@@ -25,7 +25,7 @@ def cmd_migrate(args) -> None:
 
 
 def _gunicorn(settings, workers: int) -> None:
-    os.execvp(sys.executable, [
+    os.execv(sys.executable, [
         sys.executable, "-m", "gunicorn", "tiris.app:create_app()", "--worker-class", "uvicorn_worker.UvicornWorker",
         "--workers", str(workers), "--bind", f"{settings.host}:{settings.port}", "--graceful-timeout", "30",
         "--timeout", "60", "--access-logfile", "-", "--chdir", str(ROOT),
@@ -41,16 +41,38 @@ def cmd_serve(args) -> None:
 
 
 def cmd_dev(args) -> None:
-    """Local development: local defaults, PostgreSQL started if needed, migrations applied, then the API."""
-    from tiris import config
-    from tools import localpg
+    """Local development: local defaults; PostgreSQL and NATS started if needed; migrations; API and consumer."""
+    import subprocess
 
-    config.apply_dev_defaults()  # in os.environ, so the gunicorn workers see the same secrets
+    from tiris import config
+    from tools import localnats, localpg
+
+    config.apply_dev_defaults()  # in os.environ, so the workers and the consumer see the same secrets
     settings = config.load()
     localpg.ensure_database(settings.database_url)
     _migrate(settings.database_url)
+    children = [localnats.ensure(settings.nats_url, Path(".tiris") / "nats")]
+    children.append(subprocess.Popen([sys.executable, "-m", "tools.cli", "consume"], cwd=ROOT))
     print(f"tiris dev: serving on http://{settings.host}:{settings.port} (docs at /v1/ui)", file=sys.stderr)
-    _gunicorn(settings, args.workers or 1)
+    try:
+        subprocess.run([sys.executable, "-m", "tools.cli", "serve", "--workers", str(args.workers or 1)], cwd=ROOT)
+    finally:
+        for child in reversed([c for c in children if c is not None]):
+            child.terminate()
+            child.wait(timeout=30)
+
+
+def cmd_consume(args) -> None:
+    import logging
+
+    from consumers import runner
+    from db import engine
+    from tiris import config
+
+    settings = config.use(config.load())
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    engine.configure(settings)
+    runner.run(settings.nats_url, args.batch or settings.consumer_batch)
 
 
 def cmd_token(args) -> None:
@@ -86,6 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--workers", type=int)
     serve.set_defaults(func=cmd_serve)
     sub.add_parser("migrate", help="apply the database migrations").set_defaults(func=cmd_migrate)
+    consume = sub.add_parser("consume", help="apply the bot's JetStream events to the ledger")
+    consume.add_argument("--batch", type=int, help="events per database transaction (default CONSUMER_BATCH)")
+    consume.set_defaults(func=cmd_consume)
     token = sub.add_parser("token", help="mint an access token for a user (created if missing); local use")
     token.add_argument("--email", required=True)
     token.add_argument("--admin", action="store_true")

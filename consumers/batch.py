@@ -1,0 +1,107 @@
+"""One fetched batch of events, applied in one database transaction, in stream order.
+
+Decisions per message: applied, duplicate (its id was processed before), dead-lettered (it can never take effect)
+- all acknowledged after the commit - or retried later (a transient failure: the whole batch is rolled back and
+redelivered with exponential backoff, so a user's later events never overtake an earlier one).
+"""
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from pydantic import ValidationError
+
+from consumers.contract import Channel
+from db import engine, events
+from tiris.errors import ApiError
+
+log = logging.getLogger("tiris.consumer")
+MAX_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class Incoming:
+    subject: str
+    data: bytes
+    msg_id: str | None
+    stream_seq: int | None
+    delivered: int
+    pending: int
+
+
+@dataclass
+class _Poison(Exception):
+    index: int
+    reason: str
+
+
+def backoff(delivered: int) -> float:
+    """Seconds before the next attempt: 1, 2, 4 ... capped at a minute."""
+    return float(min(2 ** max(delivered - 1, 0), 60))
+
+
+def parse(message: Incoming, channels: dict[str, Channel]) -> tuple[dict | None, str | None]:
+    """The event as JSON, or why it can never be applied."""
+    prefix, _, user_token = message.subject.rpartition(".")
+    channel = channels.get(prefix)
+    if channel is None:
+        return None, f"no channel in asyncapi.yaml for subject {message.subject}"
+    try:
+        payload = json.loads(message.data)
+        channel.model.model_validate(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        return None, f"malformed JSON: {error}"
+    except ValidationError as error:
+        problems = "; ".join(f"{'/'.join(map(str, e['loc'])) or '$'}: {e['msg']}" for e in error.errors()[:10])
+        return None, f"invalid {channel.model.__name__}: {problems}"
+    if payload["event_type"] != channel.event_type:
+        return None, f"event_type {payload['event_type']} does not belong on {prefix}"
+    if payload["user_id"] != user_token:
+        return None, "the subject's user id and the payload's user_id differ"
+    if message.msg_id and message.msg_id != payload["event_id"]:
+        return None, "Nats-Msg-Id and event_id differ"
+    return payload, None
+
+
+def process(batch: list[Incoming], channels: dict[str, Channel], consumer: str) -> list[float | None]:
+    """Applies the batch; returns per message None (acknowledge) or the delay before it is retried."""
+    parsed = [parse(m, channels) for m in batch]
+    poison = {i: reason for i, (_, reason) in enumerate(parsed) if reason}
+    for _ in range(len(batch) + 1):  # each round either commits or finds one more poison message
+        try:
+            _commit(batch, parsed, poison, consumer)
+            return [None] * len(batch)
+        except _Poison as found:
+            poison[found.index] = found.reason
+    raise RuntimeError("unreachable: every message was found poisonous")
+
+
+def _commit(batch, parsed, poison: dict[int, str], consumer: str) -> None:
+    stats: Counter = Counter()
+    with engine.transaction() as conn:
+        for i, message in enumerate(batch):
+            event = parsed[i][0]
+            if i in poison:
+                events.dead_letter(conn, event_id=(event or {}).get("event_id") or message.msg_id,
+                                   subject=message.subject, stream_seq=message.stream_seq,
+                                   payload=message.data.decode("utf-8", "replace"), reason=poison[i],
+                                   attempts=message.delivered)
+                stats["dead_lettered"] += 1
+                continue
+            try:
+                if not events.claim(conn, event, message.subject, message.stream_seq):
+                    stats["duplicates"] += 1
+                    continue
+                stats.update(events.apply(conn, event))
+            except ApiError as refused:  # a rule refuses it: it will never take effect
+                raise _Poison(i, f"{refused.code}: {refused.message}") from None
+            except Exception as error:
+                if message.delivered < MAX_ATTEMPTS:
+                    raise  # transient until proven otherwise: the batch is retried with backoff
+                log.error("event %s failed on its last attempt", event["event_id"], exc_info=error)
+                raise _Poison(i, f"failed after {message.delivered} attempts: {type(error).__name__}") from None
+            stats["processed"] += 1
+        events.count(conn, consumer, **stats, pending=batch[-1].pending, last_stream_seq=batch[-1].stream_seq,
+                     last_processed_at=sa.func.now())
