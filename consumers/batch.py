@@ -1,8 +1,8 @@
-"""One fetched batch of events, applied in one database transaction, in stream order.
+"""One fetched batch of a partition's events, applied in one database transaction, in stream order.
 
-Decisions per message: applied, duplicate (its id was processed before), dead-lettered (it can never take effect)
-- all acknowledged after the commit - or retried later (a transient failure: the whole batch is rolled back and
-redelivered with exponential backoff, so a user's later events never overtake an earlier one).
+Each message is applied, found duplicate (its id was processed before) or dead-lettered (it can never take
+effect); the caller acknowledges them all after the commit. A transient failure rolls the whole batch back and
+raises: the caller retries the same batch with backoff, so a user's later events never overtake an earlier one.
 """
 
 import json
@@ -37,9 +37,9 @@ class _Poison(Exception):
     reason: str
 
 
-def backoff(delivered: int) -> float:
-    """Seconds before the next attempt: 1, 2, 4 ... capped at a minute."""
-    return float(min(2 ** max(delivered - 1, 0), 60))
+def backoff(attempt: int) -> float:
+    """Seconds before the next attempt: 0.5, 1, 2, 4 ... capped at half a minute."""
+    return min(0.5 * 2 ** max(attempt - 1, 0), 30.0)
 
 
 def parse(message: Incoming, channels: dict[str, Channel]) -> tuple[dict | None, str | None]:
@@ -65,20 +65,28 @@ def parse(message: Incoming, channels: dict[str, Channel]) -> tuple[dict | None,
     return payload, None
 
 
-def process(batch: list[Incoming], channels: dict[str, Channel], consumer: str) -> list[float | None]:
-    """Applies the batch; returns per message None (acknowledge) or the delay before it is retried."""
+def process(batch: list[Incoming], channels: dict[str, Channel], consumer: str, attempt: int = 1) -> None:
+    """Applies the batch and commits; raises on a transient failure (nothing is committed then)."""
     parsed = [parse(m, channels) for m in batch]
     poison = {i: reason for i, (_, reason) in enumerate(parsed) if reason}
     for _ in range(len(batch) + 1):  # each round either commits or finds one more poison message
         try:
-            _commit(batch, parsed, poison, consumer)
-            return [None] * len(batch)
+            return _commit(batch, parsed, poison, consumer, attempt)
         except _Poison as found:
             poison[found.index] = found.reason
     raise RuntimeError("unreachable: every message was found poisonous")
 
 
-def _commit(batch, parsed, poison: dict[int, str], consumer: str) -> None:
+def record_failure(consumer: str) -> None:
+    """Counts a failed attempt, if the database takes it (it may be the thing that failed)."""
+    try:
+        with engine.transaction() as conn:
+            events.count(conn, consumer, failed=1)
+    except Exception:  # noqa: BLE001 - best effort by design
+        log.debug("could not count a failed attempt", exc_info=True)
+
+
+def _commit(batch, parsed, poison: dict[int, str], consumer: str, attempt: int) -> None:
     stats: Counter = Counter()
     with engine.transaction() as conn:
         for i, message in enumerate(batch):
@@ -87,7 +95,7 @@ def _commit(batch, parsed, poison: dict[int, str], consumer: str) -> None:
                 events.dead_letter(conn, event_id=(event or {}).get("event_id") or message.msg_id,
                                    subject=message.subject, stream_seq=message.stream_seq,
                                    payload=message.data.decode("utf-8", "replace"), reason=poison[i],
-                                   attempts=message.delivered)
+                                   attempts=max(attempt, message.delivered))
                 stats["dead_lettered"] += 1
                 continue
             try:
@@ -95,13 +103,15 @@ def _commit(batch, parsed, poison: dict[int, str], consumer: str) -> None:
                     stats["duplicates"] += 1
                     continue
                 stats.update(events.apply(conn, event))
-            except ApiError as refused:  # a rule refuses it: it will never take effect
-                raise _Poison(i, f"{refused.code}: {refused.message}") from None
+            except ApiError as refused:
+                if refused.status >= 500:
+                    raise  # the database is down: transient
+                raise _Poison(i, f"{refused.code}: {refused.message}") from None  # a rule refuses it for good
             except Exception as error:
-                if message.delivered < MAX_ATTEMPTS:
-                    raise  # transient until proven otherwise: the batch is retried with backoff
+                if attempt < MAX_ATTEMPTS:
+                    raise  # transient until proven otherwise: the batch is retried
                 log.error("event %s failed on its last attempt", event["event_id"], exc_info=error)
-                raise _Poison(i, f"failed after {message.delivered} attempts: {type(error).__name__}") from None
+                raise _Poison(i, f"failed after {attempt} attempts: {type(error).__name__}") from None
             stats["processed"] += 1
         events.count(conn, consumer, **stats, pending=batch[-1].pending, last_stream_seq=batch[-1].stream_seq,
                      last_processed_at=sa.func.now())

@@ -1,19 +1,25 @@
-"""`tiris consume`: the JetStream pull loop.
+"""`tiris consume`: the JetStream pull loops.
 
-One durable pull consumer over the TRADING stream, with at most one batch unacknowledged at a time
-(max_ack_pending = batch size). That is what keeps each user's events in publish order, also when several
-`tiris consume` processes share the consumer: a process gets the next batch only after the previous one was
-committed and acknowledged. Throughput comes from the batch: hundreds of events per database transaction.
+Users are spread over CONSUMER_PARTITIONS partitions by a hash of the user id (the subject's last token). Each
+partition has its own durable pull consumer over the whole TRADING stream and takes only its users' events, in
+stream order, acknowledging the rest. A partition is worked by one process at a time: the owner holds a
+PostgreSQL advisory lock for it, so several `tiris consume` processes split the partitions between them and a
+standby takes over a dead process's partitions. Order per user holds because a partition's batch is retried in
+place (never overtaken) and max_ack_pending equals the batch size, so a crashed process's batch is redelivered
+before anything newer. Throughput comes from the batch: hundreds of events per database transaction.
 """
 
 import asyncio
 import logging
 import signal
+import zlib
 
 import nats
+import psycopg
 from nats.errors import ConnectionClosedError, NoServersError, TimeoutError as FetchTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 from nats.js.errors import NotFoundError, ServiceUnavailableError
+from sqlalchemy.engine import make_url
 
 from consumers import batch as batches
 from consumers.contract import load_channels
@@ -23,19 +29,35 @@ STREAM = "TRADING"
 SUBJECTS = ["trading.>"]
 CONSUMER = "tiris-ledger"
 DUPLICATE_WINDOW = 120.0  # seconds in which JetStream drops a re-published Nats-Msg-Id by itself
+LEASE_LOCK = 727275  # advisory lock namespace of the partition leases
 
 
-async def ensure_topology(js, batch_size: int) -> None:
-    """Creates or updates the stream and the durable consumer, explicitly, before any fetch."""
+def partition_of(subject: str, partitions: int) -> int:
+    return zlib.crc32(subject.rpartition(".")[2].encode()) % partitions
+
+
+def consumer_name(partition: int) -> str:
+    return f"{CONSUMER}-p{partition}"
+
+
+async def ensure_stream(js) -> None:
     config = StreamConfig(name=STREAM, subjects=SUBJECTS, duplicate_window=DUPLICATE_WINDOW)
     try:
         await js.stream_info(STREAM)
         await js.update_stream(config)
     except NotFoundError:
         await js.add_stream(config)
-    await js.add_consumer(STREAM, ConsumerConfig(
-        durable_name=CONSUMER, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
-        filter_subject=SUBJECTS[0], ack_wait=60, max_deliver=-1, max_ack_pending=batch_size))
+
+
+async def ensure_consumer(js, name: str, batch_size: int) -> None:
+    """Creates the durable consumer explicitly; an existing one keeps its position (a replay may have moved it)."""
+    config = ConsumerConfig(durable_name=name, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
+                            filter_subject=SUBJECTS[0], ack_wait=60, max_deliver=-1, max_ack_pending=batch_size)
+    try:
+        config = (await js.consumer_info(STREAM, name)).config.evolve(max_ack_pending=batch_size)
+    except NotFoundError:
+        pass
+    await js.add_consumer(STREAM, config)
 
 
 def _incoming(msg) -> batches.Incoming:
@@ -44,16 +66,34 @@ def _incoming(msg) -> batches.Incoming:
                             stream_seq=meta.sequence.stream, delivered=meta.num_delivered, pending=meta.num_pending)
 
 
-async def consume(nats_url: str, *, batch_size: int = 500, stop: asyncio.Event | None = None) -> None:
-    stop = stop or asyncio.Event()
-    channels = load_channels()
-    # Reconnect forever: a consumer that gives up after a two-minute outage is a silent outage of its own.
-    nc = await nats.connect(nats_url, max_reconnect_attempts=-1, reconnect_time_wait=1, ping_interval=10,
-                            name="tiris-consume")
-    js = nc.jetstream()
-    await ensure_topology(js, batch_size)
-    sub = await js.pull_subscribe_bind(durable=CONSUMER, stream=STREAM)
-    log.info("consuming %s from %s", STREAM, nats_url)
+async def _apply(msgs, name: str, channels, stop: asyncio.Event) -> bool:
+    """Applies a partition's batch, retrying in place with backoff; False if stopped before it committed."""
+    incoming = [_incoming(m) for m in msgs]
+    attempt = 1
+    while True:
+        try:
+            await asyncio.to_thread(batches.process, incoming, channels, name, attempt)
+            return True
+        except Exception as error:  # nothing was committed
+            delay = batches.backoff(attempt)
+            log.warning("batch of %d on %s failed (%s); retrying with backoff in %.1fs", len(msgs), name,
+                        type(error).__name__, delay, exc_info=error)
+            await asyncio.to_thread(batches.record_failure, name)
+            for msg in msgs:
+                await msg.in_progress()  # we still hold them: no redelivery elsewhere meanwhile
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+                return False
+            except asyncio.TimeoutError:
+                attempt += 1
+
+
+async def consume_partition(js, partition: int, partitions: int, channels, batch_size: int,
+                            stop: asyncio.Event) -> None:
+    name = consumer_name(partition)
+    await ensure_consumer(js, name, batch_size)
+    sub = await js.pull_subscribe_bind(durable=name, stream=STREAM)
+    log.info("working partition %d of %d", partition, partitions)
     while not stop.is_set():
         try:
             msgs = await sub.fetch(batch_size, timeout=1)
@@ -63,29 +103,54 @@ async def consume(nats_url: str, *, batch_size: int = 500, stop: asyncio.Event |
             log.warning("NATS unavailable (%s); retrying", type(error).__name__)
             await asyncio.sleep(1)
             continue
-        incoming = [_incoming(m) for m in msgs]
+        mine = [m for m in msgs if partition_of(m.subject, partitions) == partition]
+        if mine and not await _apply(mine, name, channels, stop):
+            return  # stopping mid-retry: unacknowledged, so redelivered in order later
+        for msg in msgs:
+            await msg.ack()
+
+
+async def consume(nats_url: str, database_url: str, *, batch_size: int = 500, partitions: int = 4,
+                  stop: asyncio.Event | None = None) -> None:
+    stop = stop or asyncio.Event()
+    channels = load_channels()
+    # Reconnect forever: a consumer that gives up after a two-minute outage is a silent outage of its own.
+    nc = await nats.connect(nats_url, max_reconnect_attempts=-1, reconnect_time_wait=1, ping_interval=10,
+                            name="tiris-consume")
+    js = nc.jetstream()
+    await ensure_stream(js)
+    url = make_url(database_url)
+    leases = await psycopg.AsyncConnection.connect(host=url.host, port=url.port or 5432, user=url.username,
+                                                   password=url.password, dbname=url.database, autocommit=True)
+    owned: dict[int, asyncio.Task] = {}
+    while not stop.is_set():
+        for partition in range(partitions):
+            if partition in owned:
+                continue
+            cursor = await leases.execute("SELECT pg_try_advisory_lock(%s, %s)", (LEASE_LOCK, partition))
+            if (await cursor.fetchone())[0]:
+                owned[partition] = asyncio.create_task(
+                    consume_partition(js, partition, partitions, channels, batch_size, stop))
         try:
-            decisions = await asyncio.to_thread(batches.process, incoming, channels, CONSUMER)
-        except Exception as error:  # transient: nothing was committed; redeliver later, in order
-            log.warning("batch of %d failed (%s); retrying with backoff", len(msgs), type(error).__name__,
-                        exc_info=error)
-            decisions = [batches.backoff(m.delivered) for m in incoming]
-        for msg, delay in zip(msgs, decisions):
-            if delay is None:
-                await msg.ack()
-            else:
-                await msg.nak(delay=delay)
-    await nc.drain()
+            await asyncio.wait_for(stop.wait(), timeout=2)  # standbys look for released partitions this often
+        except asyncio.TimeoutError:
+            pass
+    await asyncio.gather(*owned.values(), return_exceptions=True)
+    await leases.close()
+    # Acks are plain publishes: flush them out, then close. (drain() waits out its 30 s timeout on a pull
+    # subscription with nats-py 2.16.)
+    await nc.flush(timeout=5)
+    await nc.close()
 
 
-def run(nats_url: str, batch_size: int) -> None:
-    """Runs until SIGTERM/SIGINT; the batch in hand is finished and acknowledged before exiting."""
+def run(nats_url: str, database_url: str, batch_size: int, partitions: int) -> None:
+    """Runs until SIGTERM/SIGINT; batches in hand are finished and acknowledged before exiting."""
 
     async def main():
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await consume(nats_url, batch_size=batch_size, stop=stop)
+        await consume(nats_url, database_url, batch_size=batch_size, partitions=partitions, stop=stop)
 
     asyncio.run(main())

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -13,6 +13,12 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
 
 class TirisContracts(BaseModel):
     pass
+
+
+class BotState(StrEnum):
+    running = "running"
+    paused = "paused"
+    stopping = "stopping"
 
 
 class DecimalModel(RootModel[Decimal]):
@@ -54,6 +60,31 @@ class ErrorBody(BaseModel):
     trace_id: str
 
 
+class EventHeaders(BaseModel):
+    Nats_Msg_Id: Annotated[
+        str,
+        Field(
+            alias="Nats-Msg-Id",
+            description="Equal to the payload's `event_id`; JetStream drops a re-publish of the same id within its duplicate window.",
+            max_length=200,
+            min_length=1,
+        ),
+    ]
+
+
+class EventType(StrEnum):
+    orders_created = "orders.created"
+    orders_filled = "orders.filled"
+    orders_cancelled = "orders.cancelled"
+    orders_failed = "orders.failed"
+    balance_updated = "balance.updated"
+    balance_locked = "balance.locked"
+    balance_unlocked = "balance.unlocked"
+    errors = "errors"
+    signals = "signals"
+    heartbeat = "heartbeat"
+
+
 class ExchangeStatus(StrEnum):
     active = "active"
     inactive = "inactive"
@@ -70,6 +101,11 @@ class ExchangeType(StrEnum):
     gate = "gate"
     htx = "htx"
     simulator = "simulator"
+
+
+class FeeAsset(StrEnum):
+    base = "base"
+    quote = "quote"
 
 
 class FieldError(BaseModel):
@@ -108,6 +144,18 @@ class NoteType(StrEnum):
     note = "note"
 
 
+class OrderSide(StrEnum):
+    buy = "buy"
+    sell = "sell"
+
+
+class OrderType(StrEnum):
+    market = "market"
+    limit = "limit"
+    stop = "stop"
+    stop_limit = "stop_limit"
+
+
 class PositiveDecimal(RootModel[Decimal]):
     root: Annotated[
         Decimal,
@@ -121,6 +169,58 @@ class PositiveDecimal(RootModel[Decimal]):
 class Role(StrEnum):
     user = "user"
     admin = "admin"
+
+
+class SchemaVersion(IntEnum):
+    integer_1 = 1
+
+
+class Severity(StrEnum):
+    warning = "warning"
+    error = "error"
+    critical = "critical"
+
+
+class SignalAction(StrEnum):
+    buy = "buy"
+    sell = "sell"
+    hold = "hold"
+
+
+class SignalEvent(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    event_id: Annotated[
+        str,
+        Field(
+            description="Unique per event; also the `Nats-Msg-Id` header.",
+            max_length=200,
+            min_length=1,
+        ),
+    ]
+    event_type: EventType
+    exchange_id: UUID
+    info: Info | None = None
+    message: Annotated[str, Field(max_length=2000, min_length=1)]
+    schema_version: SchemaVersion
+    signal: SignalAction
+    source: Annotated[
+        str, Field(description="The bot's name.", max_length=100, min_length=1)
+    ]
+    strength: DecimalModel | None = None
+    symbol: Annotated[
+        str,
+        Field(
+            description="BASE/QUOTE, matching the two sub-accounts' symbols.",
+            examples=["ETH/USDT"],
+            pattern="^[A-Z0-9]{1,20}/[A-Z0-9]{1,20}$",
+        ),
+    ]
+    timestamp: Annotated[
+        AwareDatetime, Field(description="When it happened, at the bot.")
+    ]
+    user_id: Annotated[UUID, Field(description="Equal to the subject's last token.")]
 
 
 class SubAccount(BaseModel):
@@ -270,6 +370,75 @@ class Withdrawal(BaseModel):
     ] = "withdraw"
 
 
+class BalanceLockEvent(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    amount: PositiveDecimal
+    event_id: Annotated[
+        str,
+        Field(
+            description="Unique per event; also the `Nats-Msg-Id` header.",
+            max_length=200,
+            min_length=1,
+        ),
+    ]
+    event_type: EventType
+    exchange_id: UUID
+    info: Info | None = None
+    order_id: Annotated[
+        str | None,
+        Field(
+            description="The exchange's (or the bot's) order id.",
+            max_length=200,
+            min_length=1,
+        ),
+    ] = None
+    schema_version: SchemaVersion
+    source: Annotated[
+        str, Field(description="The bot's name.", max_length=100, min_length=1)
+    ]
+    sub_account_id: Annotated[
+        UUID, Field(description="The user's sub-account on this exchange.")
+    ]
+    symbol: Symbol
+    timestamp: Annotated[
+        AwareDatetime, Field(description="When it happened, at the bot.")
+    ]
+    user_id: Annotated[UUID, Field(description="Equal to the subject's last token.")]
+
+
+class BalanceUpdatedEvent(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    event_id: Annotated[
+        str,
+        Field(
+            description="Unique per event; also the `Nats-Msg-Id` header.",
+            max_length=200,
+            min_length=1,
+        ),
+    ]
+    event_type: EventType
+    exchange_id: UUID
+    info: Info | None = None
+    new_balance: DecimalModel
+    previous_balance: DecimalModel
+    schema_version: SchemaVersion
+    source: Annotated[
+        str, Field(description="The bot's name.", max_length=100, min_length=1)
+    ]
+    sub_account_id: Annotated[
+        UUID, Field(description="The user's sub-account on this exchange.")
+    ]
+    symbol: Symbol
+    timestamp: Annotated[
+        AwareDatetime, Field(description="When it happened, at the bot.")
+    ]
+    user_id: Annotated[UUID, Field(description="Equal to the subject's last token.")]
+
+
 class Deposit(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -284,6 +453,41 @@ class Deposit(BaseModel):
 
 class Error(BaseModel):
     error: ErrorBody
+
+
+class ErrorEvent(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    code: Annotated[
+        str,
+        Field(
+            description="A stable, machine-readable code, e.g. ORDER_REJECTED.",
+            max_length=100,
+            min_length=1,
+        ),
+    ]
+    event_id: Annotated[
+        str,
+        Field(
+            description="Unique per event; also the `Nats-Msg-Id` header.",
+            max_length=200,
+            min_length=1,
+        ),
+    ]
+    event_type: EventType
+    exchange_id: UUID
+    info: Info | None = None
+    message: Annotated[str, Field(max_length=2000, min_length=1)]
+    schema_version: SchemaVersion
+    severity: Severity
+    source: Annotated[
+        str, Field(description="The bot's name.", max_length=100, min_length=1)
+    ]
+    timestamp: Annotated[
+        AwareDatetime, Field(description="When it happened, at the bot.")
+    ]
+    user_id: Annotated[UUID, Field(description="Equal to the subject's last token.")]
 
 
 class Exchange(BaseModel):
@@ -327,6 +531,39 @@ class ExchangeUpdate(BaseModel):
     status: ExchangeStatus | None = None
 
 
+class HeartbeatEvent(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    bot_id: Annotated[
+        str, Field(description="The bot instance's id.", max_length=100, min_length=1)
+    ]
+    event_id: Annotated[
+        str,
+        Field(
+            description="Unique per event; also the `Nats-Msg-Id` header.",
+            max_length=200,
+            min_length=1,
+        ),
+    ]
+    event_type: EventType
+    exchange_id: UUID
+    info: Info | None = None
+    schema_version: SchemaVersion
+    source: Annotated[
+        str, Field(description="The bot's name.", max_length=100, min_length=1)
+    ]
+    status: BotState
+    timestamp: Annotated[
+        AwareDatetime, Field(description="When it happened, at the bot.")
+    ]
+    uptime_seconds: Annotated[int | None, Field(ge=0)] = None
+    user_id: Annotated[UUID, Field(description="Equal to the subject's last token.")]
+    version: Annotated[
+        str | None, Field(description="The bot's software version.", max_length=50)
+    ] = None
+
+
 class NoteLogCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -340,6 +577,138 @@ class NoteLogCreate(BaseModel):
     source: TradingLogSource
     sub_account_id: UUID | None = None
     type: NoteType
+
+
+class OrderEvent(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    amount: PositiveDecimal | None = None
+    base_sub_account_id: Annotated[
+        UUID,
+        Field(
+            description="The user's sub-account of the base asset (ETH in ETH/USDT)."
+        ),
+    ]
+    event_id: Annotated[
+        str,
+        Field(
+            description="Unique per event; also the `Nats-Msg-Id` header.",
+            max_length=200,
+            min_length=1,
+        ),
+    ]
+    event_type: EventType
+    exchange_id: UUID
+    info: Info | None = None
+    order_id: Annotated[
+        str,
+        Field(
+            description="The exchange's (or the bot's) order id.",
+            max_length=200,
+            min_length=1,
+        ),
+    ]
+    order_type: OrderType
+    price: PositiveDecimal | None = None
+    quote_sub_account_id: Annotated[
+        UUID,
+        Field(
+            description="The user's sub-account of the quote asset (USDT in ETH/USDT)."
+        ),
+    ]
+    reason: Annotated[
+        str | None,
+        Field(description="Why the order was cancelled or failed.", max_length=2000),
+    ] = None
+    schema_version: SchemaVersion
+    side: OrderSide
+    source: Annotated[
+        str, Field(description="The bot's name.", max_length=100, min_length=1)
+    ]
+    symbol: Annotated[
+        str,
+        Field(
+            description="BASE/QUOTE, matching the two sub-accounts' symbols.",
+            examples=["ETH/USDT"],
+            pattern="^[A-Z0-9]{1,20}/[A-Z0-9]{1,20}$",
+        ),
+    ]
+    timestamp: Annotated[
+        AwareDatetime, Field(description="When it happened, at the bot.")
+    ]
+    user_id: Annotated[UUID, Field(description="Equal to the subject's last token.")]
+
+
+class OrderFilledEvent(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    amount: PositiveDecimal
+    base_sub_account_id: Annotated[
+        UUID,
+        Field(
+            description="The user's sub-account of the base asset (ETH in ETH/USDT)."
+        ),
+    ]
+    event_id: Annotated[
+        str,
+        Field(
+            description="Unique per event; also the `Nats-Msg-Id` header.",
+            max_length=200,
+            min_length=1,
+        ),
+    ]
+    event_type: EventType
+    exchange_id: UUID
+    fee: DecimalModel
+    fee_asset: FeeAsset
+    info: Info | None = None
+    order_id: Annotated[
+        str,
+        Field(
+            description="The exchange's (or the bot's) order id.",
+            max_length=200,
+            min_length=1,
+        ),
+    ]
+    order_type: OrderType
+    price: PositiveDecimal
+    quote_sub_account_id: Annotated[
+        UUID,
+        Field(
+            description="The user's sub-account of the quote asset (USDT in ETH/USDT)."
+        ),
+    ]
+    reason: Annotated[
+        str | None,
+        Field(description="Why the order was cancelled or failed.", max_length=2000),
+    ] = None
+    schema_version: SchemaVersion
+    side: OrderSide
+    source: Annotated[
+        str, Field(description="The bot's name.", max_length=100, min_length=1)
+    ]
+    symbol: Annotated[
+        str,
+        Field(
+            description="BASE/QUOTE, matching the two sub-accounts' symbols.",
+            examples=["ETH/USDT"],
+            pattern="^[A-Z0-9]{1,20}/[A-Z0-9]{1,20}$",
+        ),
+    ]
+    timestamp: Annotated[
+        AwareDatetime, Field(description="When it happened, at the bot.")
+    ]
+    trade_id: Annotated[
+        str,
+        Field(
+            description="The exchange's trade id; one order may fill in several trades.",
+            max_length=200,
+            min_length=1,
+        ),
+    ]
+    user_id: Annotated[UUID, Field(description="Equal to the subject's last token.")]
 
 
 class SubAccountCreate(BaseModel):

@@ -39,6 +39,7 @@ class Settings:
     log_level: str
     nats_url: str
     consumer_batch: int
+    consumer_partitions: int
 
 
 def _dev_secrets() -> dict[str, str]:
@@ -144,6 +145,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
         log_level=env.get("LOG_LEVEL", "INFO").upper(),
         nats_url=env.get("NATS_URL", "nats://127.0.0.1:4222"),
         consumer_batch=integer("CONSUMER_BATCH", 500, 1, 10000),
+        # Changing it moves users between partitions: stop every consumer first, then start them with the new value.
+        consumer_partitions=integer("CONSUMER_PARTITIONS", 4, 1, 64),
     )
     if settings.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         problems.append(f"LOG_LEVEL={settings.log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")

@@ -72,7 +72,8 @@ def cmd_consume(args) -> None:
     settings = config.use(config.load())
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     engine.configure(settings)
-    runner.run(settings.nats_url, args.batch or settings.consumer_batch)
+    runner.run(settings.nats_url, settings.database_url, args.batch or settings.consumer_batch,
+               settings.consumer_partitions)
 
 
 def cmd_token(args) -> None:

