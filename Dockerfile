@@ -12,7 +12,7 @@ COPY consumers ./consumers
 COPY generated ./generated
 COPY tools ./tools
 COPY migrations ./migrations
-COPY openapi.yaml alembic.ini ./
+COPY openapi.yaml asyncapi.yaml alembic.ini ./
 RUN pip install --no-cache-dir -e .
 
 # Runtime stage: no build cache, a non-root user. The service reads openapi.yaml and migrations/ from /app.

@@ -5,10 +5,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test generate install clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml package-lock.json
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	npm ci --no-audit --no-fund
 	touch $(STAMP)
 
 install: $(STAMP)

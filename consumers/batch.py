@@ -11,7 +11,6 @@ from collections import Counter
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from pydantic import ValidationError
 
 from consumers.contract import Channel
 from db import engine, events
@@ -50,11 +49,11 @@ def parse(message: Incoming, channels: dict[str, Channel]) -> tuple[dict | None,
         return None, f"no channel in asyncapi.yaml for subject {message.subject}"
     try:
         payload = json.loads(message.data)
-        channel.model.model_validate(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         return None, f"malformed JSON: {error}"
-    except ValidationError as error:
-        problems = "; ".join(f"{'/'.join(map(str, e['loc'])) or '$'}: {e['msg']}" for e in error.errors()[:10])
+    errors = sorted(channel.validator.iter_errors(payload), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        problems = "; ".join(f"{'/'.join(map(str, e.absolute_path)) or '$'}: {e.message}" for e in errors[:10])
         return None, f"invalid {channel.model.__name__}: {problems}"
     if payload["event_type"] != channel.event_type:
         return None, f"event_type {payload['event_type']} does not belong on {prefix}"
@@ -92,11 +91,11 @@ def _commit(batch, parsed, poison: dict[int, str], consumer: str, attempt: int) 
         for i, message in enumerate(batch):
             event = parsed[i][0]
             if i in poison:
-                events.dead_letter(conn, event_id=(event or {}).get("event_id") or message.msg_id,
-                                   subject=message.subject, stream_seq=message.stream_seq,
-                                   payload=message.data.decode("utf-8", "replace"), reason=poison[i],
-                                   attempts=max(attempt, message.delivered))
-                stats["dead_lettered"] += 1
+                kept = events.dead_letter(conn, event_id=(event or {}).get("event_id") or message.msg_id,
+                                          subject=message.subject, stream_seq=message.stream_seq,
+                                          payload=message.data.decode("utf-8", "replace"), reason=poison[i],
+                                          attempts=max(attempt, message.delivered))
+                stats["dead_lettered" if kept else "duplicates"] += 1
                 continue
             try:
                 if not events.claim(conn, event, message.subject, message.stream_seq):

@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 
 from consumers import batch as batches
 from consumers.contract import load_channels
+from db import engine, events
 
 log = logging.getLogger("tiris.consumer")
 STREAM = "TRADING"
@@ -49,15 +50,20 @@ async def ensure_stream(js) -> None:
         await js.add_stream(config)
 
 
+def consumer_config(name: str, batch_size: int) -> ConsumerConfig:
+    return ConsumerConfig(durable_name=name, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
+                          filter_subject=SUBJECTS[0], ack_wait=30, max_deliver=-1, max_ack_pending=batch_size)
+
+
 async def ensure_consumer(js, name: str, batch_size: int) -> None:
     """Creates the durable consumer explicitly; an existing one keeps its position (a replay may have moved it)."""
-    config = ConsumerConfig(durable_name=name, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
-                            filter_subject=SUBJECTS[0], ack_wait=60, max_deliver=-1, max_ack_pending=batch_size)
     try:
-        config = (await js.consumer_info(STREAM, name)).config.evolve(max_ack_pending=batch_size)
+        existing = (await js.consumer_info(STREAM, name)).config
     except NotFoundError:
-        pass
-    await js.add_consumer(STREAM, config)
+        await js.add_consumer(STREAM, consumer_config(name, batch_size))
+        return
+    if existing.max_ack_pending != batch_size:  # the flow limit follows the batch size; the position stays
+        await js.add_consumer(STREAM, existing.evolve(max_ack_pending=batch_size))
 
 
 def _incoming(msg) -> batches.Incoming:
@@ -97,7 +103,7 @@ async def consume_partition(js, partition: int, partitions: int, channels, batch
     while not stop.is_set():
         try:
             msgs = await sub.fetch(batch_size, timeout=1)
-        except FetchTimeout:
+        except (FetchTimeout, asyncio.TimeoutError):  # nats-py raises either when nothing arrived in time
             continue
         except (ConnectionClosedError, NoServersError, ServiceUnavailableError) as error:
             log.warning("NATS unavailable (%s); retrying", type(error).__name__)
@@ -124,6 +130,10 @@ async def consume(nats_url: str, database_url: str, *, batch_size: int = 500, pa
                                                    password=url.password, dbname=url.database, autocommit=True)
     owned: dict[int, asyncio.Task] = {}
     while not stop.is_set():
+        if failed := [task for task in owned.values() if task.done() and task.exception()]:
+            # Holding a lease on a partition nobody works would stall its users: let the supervisor restart us.
+            stop.set()
+            raise failed[0].exception()
         for partition in range(partitions):
             if partition in owned:
                 continue
@@ -131,8 +141,10 @@ async def consume(nats_url: str, database_url: str, *, batch_size: int = 500, pa
             if (await cursor.fetchone())[0]:
                 owned[partition] = asyncio.create_task(
                     consume_partition(js, partition, partitions, channels, batch_size, stop))
+        if owned:
+            await asyncio.to_thread(_heartbeat, [consumer_name(p) for p in owned])
         try:
-            await asyncio.wait_for(stop.wait(), timeout=2)  # standbys look for released partitions this often
+            await asyncio.wait_for(stop.wait(), timeout=5)  # standbys look for released partitions this often
         except asyncio.TimeoutError:
             pass
     await asyncio.gather(*owned.values(), return_exceptions=True)
@@ -141,6 +153,14 @@ async def consume(nats_url: str, database_url: str, *, batch_size: int = 500, pa
     # subscription with nats-py 2.16.)
     await nc.flush(timeout=5)
     await nc.close()
+
+
+def _heartbeat(names: list[str]) -> None:
+    try:
+        with engine.transaction() as conn:
+            events.heartbeat(conn, names)
+    except Exception:  # noqa: BLE001 - a missed sign of life is reported by readiness, not fatal here
+        log.warning("could not record the consumer's sign of life", exc_info=True)
 
 
 def run(nats_url: str, database_url: str, batch_size: int, partitions: int) -> None:

@@ -127,9 +127,11 @@ def _heartbeat(conn, owner: Caller, event: dict) -> None:
 
 
 def dead_letter(conn: sa.Connection, *, event_id: str | None, subject: str, stream_seq: int | None, payload: str,
-                reason: str, attempts: int) -> None:
-    conn.execute(sa.insert(dead_letters).values(event_id=event_id, subject=subject, stream_seq=stream_seq,
-                                                payload=payload, reason=reason, attempts=attempts))
+                reason: str, attempts: int) -> bool:
+    """Keeps the message with its reason; False if this very message (same sequence and bytes) is kept already."""
+    return conn.execute(insert(dead_letters).values(
+        event_id=event_id, subject=subject, stream_seq=stream_seq, payload=payload, reason=reason,
+        attempts=attempts).on_conflict_do_nothing().returning(dead_letters.c.id)).first() is not None
 
 
 def count(conn: sa.Connection, consumer: str, **increments) -> None:
@@ -139,3 +141,9 @@ def count(conn: sa.Connection, consumer: str, **increments) -> None:
             if key in ("processed", "duplicates", "failed", "dead_lettered", "balance_drifts")}
     set_.update({key: statement.excluded[key] for key in increments if key not in set_})
     conn.execute(statement.on_conflict_do_update(index_elements=[consumer_state.c.consumer], set_=set_))
+
+
+def heartbeat(conn: sa.Connection, consumers: list[str]) -> None:
+    """Marks these consumers alive, so readiness can tell an idle consumer from a dead one."""
+    for name in consumers:
+        count(conn, name, seen_at=sa.func.now())

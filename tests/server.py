@@ -9,7 +9,6 @@ Import the fixture into a test module with `from tests.server import live_server
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,17 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0  # gunicorn boots two workers, each importing Connexion and parsing openapi.yaml
 STOP_TIMEOUT = 15.0  # SIGTERM is graceful: idle workers exit at once; 15 s is far above that, far below 30
 
-
-def _free_port() -> int:
-    # The kernel picks an unused port; another process could take it before gunicorn binds it, in which case the
-    # server exits at start and the fixture fails with its log rather than hanging.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -78,7 +72,7 @@ def _wait_until_ready(server: LiveServer) -> None:
 @pytest.fixture
 def live_server(service_env, tmp_path_factory):
     """A started, ready server on this test's fresh database; stopped (SIGTERM, then SIGKILL) afterwards."""
-    port = _free_port()
+    port = free_port()
     # Under pytest's tmp dir rather than deleted on teardown, so the log of a failed run can still be read.
     log_path = tmp_path_factory.mktemp("live_server") / "server.log"
     env = {**os.environ, **service_env, "HOST": "127.0.0.1", "PORT": str(port)}

@@ -1,7 +1,6 @@
 """The command line: `tiris token` prints only a token, bad configuration is explained, `tiris dev` comes up."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,7 +10,8 @@ from pathlib import Path
 import httpx
 import jwt
 
-from tests.conftest import TEST_ENV, _admin_connection, database_url_for
+from tests.conftest import TEST_ENV, _admin_connection, database_url_for, free_port
+from tests.jetstream import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,17 +44,12 @@ def test_missing_and_bad_configuration_is_listed_one_line_each():
     assert "Traceback" not in result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def test_dev_creates_the_database_migrates_and_becomes_ready(tmp_path):
     name = f"tiris_dev_{uuid.uuid4().hex[:10]}"
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "DATABASE_URL": database_url_for(name), "PORT": str(port),
-           "NATS_URL": f"nats://127.0.0.1:{_free_port()}"}  # a private JetStream, started by dev
+           "NATS_URL": f"nats://127.0.0.1:{free_port()}"}  # a private JetStream, started by dev
     env.pop("JWT_SECRET", None)
     log = (tmp_path / "dev.log").open("w")
     process = subprocess.Popen([sys.executable, "-m", "tools.cli", "dev"], cwd=tmp_path, env=env, stdout=log,
@@ -71,7 +66,10 @@ def test_dev_creates_the_database_migrates_and_becomes_ready(tmp_path):
             assert process.poll() is None, (tmp_path / "dev.log").read_text()
             assert time.monotonic() < deadline, (tmp_path / "dev.log").read_text()
             time.sleep(0.3)
-        assert response.json() == {"status": "ok", "checks": {"database": "ok", "migrations": "ok"}}
+        # dev also started a private JetStream and the consumer beside the API
+        expected = {"database": "ok", "migrations": "ok", "nats": "ok", "consumer": "ok"}
+        wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/health/ready").json()["checks"] == expected,
+                 what="the consumer's first sign of life", log=lambda: (tmp_path / "dev.log").read_text())
     finally:
         os.killpg(process.pid, 15)
         process.wait(timeout=30)

@@ -37,6 +37,7 @@ def upgrade() -> None:
     sa.Column('pending', sa.BigInteger(), server_default='0', nullable=False),
     sa.Column('last_stream_seq', sa.BigInteger(), nullable=True),
     sa.Column('last_processed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('seen_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('info', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False),
     sa.PrimaryKeyConstraint('consumer', name=op.f('pk_consumer_state'))
     )
@@ -55,6 +56,8 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_dead_letters'))
     )
     op.create_index('ix_dead_letters_created_at', 'dead_letters', ['created_at'], unique=False)
+    op.create_index('uq_dead_letters_stream_seq_payload', 'dead_letters', ['stream_seq', sa.text('md5(payload)')],
+                    unique=True)
     op.create_index('ix_dead_letters_info', 'dead_letters', ['info'], unique=False, postgresql_using='gin')
     op.create_table('processed_events',
     sa.Column('event_id', sa.Text(), nullable=False),
@@ -75,6 +78,7 @@ def downgrade() -> None:
     op.drop_index('ix_processed_events_info', table_name='processed_events', postgresql_using='gin')
     op.drop_table('processed_events')
     op.drop_index('ix_dead_letters_info', table_name='dead_letters', postgresql_using='gin')
+    op.drop_index('uq_dead_letters_stream_seq_payload', table_name='dead_letters')
     op.drop_index('ix_dead_letters_created_at', table_name='dead_letters')
     op.drop_table('dead_letters')
     op.drop_index('ix_consumer_state_info', table_name='consumer_state', postgresql_using='gin')
