@@ -21,7 +21,8 @@ def configure(settings: config.Settings) -> sa.Engine:
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
         pool_recycle=settings.db_pool_recycle,
-        pool_pre_ping=True,
+        # No ping per checkout: it costs a round trip on every request. A connection the server dropped fails
+        # once (503) and SQLAlchemy then discards the whole pool, so the next request reconnects.
         connect_args={
             "connect_timeout": 10,
             "options": f"-c statement_timeout={settings.db_statement_timeout_ms} -c timezone=UTC",
@@ -64,5 +65,6 @@ def transaction():
 
 @contextlib.contextmanager
 def reading():
+    """A connection for reads in autocommit: no BEGIN/ROLLBACK round trips around a single SELECT."""
     with _unavailable_when_down(), engine().connect() as conn:
-        yield conn
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")

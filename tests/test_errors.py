@@ -97,3 +97,9 @@ def test_database_outage_is_503(settings, api):
     expect_error(api.get("/v1/exchanges"), 503, "SERVICE_UNAVAILABLE")  # even authentication needs the database
     engine.configure(settings)
     assert api.get("/v1/exchanges")[0] == 200
+
+
+def test_path_with_an_encoded_control_character_is_404_not_500(client, api):
+    response = client.post("/v1/sub-accounts/%0A%F0%AA%AB%93/deposit", json={"amount": "1"},
+                           headers={"Authorization": f"Bearer {api.token}"})
+    expect_error((response.status_code, response.json()), 404, "NOT_FOUND")

@@ -17,6 +17,7 @@ from connexion.resolver import Resolver
 
 from db import engine
 from tiris import config, error_handlers, jsonify
+from tiris.errors import NotFound
 from tiris.validation import VALIDATOR_MAP
 
 SPEC = Path(__file__).resolve().parent.parent / "openapi.yaml"
@@ -45,6 +46,22 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
+class ControlCharacterGuard:
+    """Answers 404 for a path with control characters (e.g. an encoded newline in an id).
+
+    Connexion's router does not match such a path, but Flask's does, and then calls the operation without
+    Connexion's context: a 500 instead of the 404 the path deserves.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in scope["path"]):
+            raise NotFound("No such resource.")
+        await self.app(scope, receive, send)
+
+
 class SnakeCaseResolver(Resolver):
     """camelCase operationIds (what client generators want) map to snake_case functions in handlers/."""
 
@@ -63,4 +80,5 @@ def create_app(settings: config.Settings | None = None) -> connexion.FlaskApp:
                 swagger_ui_options=SwaggerUIOptions(spec_path="/v1/openapi.json", swagger_ui_path="/v1/ui"))
     error_handlers.register(app, yaml.safe_load(SPEC.read_text())["paths"])
     app.add_middleware(RequestIdMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
+    app.add_middleware(ControlCharacterGuard, position=MiddlewarePosition.BEFORE_ROUTING)
     return app
