@@ -50,8 +50,8 @@ def apply(conn: sa.Connection, event: dict) -> dict:
 
 
 def _order_message(event: dict, verb: str) -> str:
-    return f"{event['side']} {event.get('amount', '')} {event['symbol']} order {event['order_id']} {verb}".replace(
-        "  ", " ")
+    words = [event["side"], event.get("amount"), event["symbol"], "order", event["order_id"], verb]
+    return " ".join(word for word in words if word)
 
 
 def _fill(conn, owner: Caller, event: dict) -> None:
