@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test generate install clean
+.PHONY: run test fuzz generate install clean
 
 $(STAMP): pyproject.toml package-lock.json
 	python3 -m venv $(VENV)
@@ -19,6 +19,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# A longer property-based run of the contract (in-process and against `tiris serve`).
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),100) $(PY) -m pytest tests/test_schemathesis.py tests/test_schemathesis_live.py $(PYTEST_ARGS)
 
 generate: $(STAMP)
 	$(PY) -m tools.generate

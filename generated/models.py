@@ -262,7 +262,10 @@ class ReplayRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
     )
-    start_sequence: Annotated[int | None, Field(ge=1)] = None
+    start_sequence: Annotated[
+        int | None,
+        Field(description="A stream sequence (uint64).", ge=1, le=18446744073709551615),
+    ] = None
     start_time: AwareDatetime | None = None
 
 

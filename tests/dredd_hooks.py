@@ -81,9 +81,6 @@ SKIPPED = {
         "Dredd 14 turns each `default` response into a transaction that expects status 200 with the Error example; "
         "`default` documents unexpected errors (a 500), which no request produces on purpose. Schemathesis checks "
         "every undocumented status against it (tests/test_schemathesis*.py)."),
-    ("POST", "/v1/sub-accounts", "422"): (
-        "Unreachable with a valid request: the only 422 of createSubAccount is AMOUNT_OUT_OF_RANGE, an opening "
-        "balance of 10^20 or more, and the Decimal pattern allows at most 20 integer digits (< 10^20)."),
     ("POST", "/v1/events/replay", "503"): (
         "Needs NATS to be unreachable; the run's NATS server is shared by the whole test session, and stopping it "
         "under a live server would not be deterministic."),

@@ -39,11 +39,15 @@ def tokens(make_api, settings):
 
 
 @schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True,
+@settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
           suppress_health_check=list(HealthCheck))
 def test_every_operation_conforms_to_the_contract(case, tokens):
     # A generated cursor is schema-valid but was never issued by the service, so its documented 400 is right;
     # every other check still runs on such cases.
     excluded = [positive_data_acceptance] if "cursor" in (case.query or {}) else []
+    if case.operation.schema.is_security_param_negated(case):
+        # The case is about the missing Authorization header: adding a token would defeat it.
+        case.call_and_validate(excluded_checks=excluded)
+        return
     for token in tokens:
         case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, excluded_checks=excluded)

@@ -73,6 +73,9 @@ def _pytest9_node_id(request):
 schema = schemathesis.pytest.from_fixture("live_schema")
 
 
+# derandomize fixes the seed, but Hypothesis still replays failures it stored in .hypothesis/ (a local run could
+# then differ from CI): no database. Inputs also draw on constants of the loaded modules (Hypothesis and
+# Schemathesis both mine them), so a run of this file alone may try other values than the whole suite does.
 @pytest.mark.usefixtures("_pytest9_node_id")
 @schema.parametrize()
 @hypothesis_settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
