@@ -58,14 +58,14 @@ def test_application_routes_exactly_the_operations_of_the_spec(app, client):
 
 
 def test_every_operation_resolves_to_a_handler_function():
-    from tiris.app import SnakeCaseResolver  # noqa: F401  (the resolver used by create_app)
     import importlib
-    import re
+
+    from tiris.app import handler_name
 
     for path, item in SPEC["paths"].items():
         for method, operation in item.items():
             if method not in METHODS:
                 continue
             module = importlib.import_module(operation["x-openapi-router-controller"])
-            name = re.sub(r"(?<!^)(?=[A-Z])", "_", operation["operationId"]).lower()
+            name = handler_name(operation["operationId"])
             assert callable(getattr(module, name, None)), f"{method.upper()} {path} -> {module.__name__}.{name}"

@@ -62,13 +62,14 @@ class ControlCharacterGuard:
         await self.app(scope, receive, send)
 
 
-class SnakeCaseResolver(Resolver):
-    """camelCase operationIds (what client generators want) map to snake_case functions in handlers/."""
+def handler_name(operation_id: str) -> str:
+    """camelCase operationIds (what client generators want) name snake_case functions in handlers/."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", operation_id).lower()
 
+
+class SnakeCaseResolver(Resolver):
     def resolve_operation_id(self, operation) -> str:
-        controller = operation.router_controller
-        name = re.sub(r"(?<!^)(?=[A-Z])", "_", operation.operation_id).lower()
-        return f"{controller}.{name}"
+        return f"{operation.router_controller}.{handler_name(operation.operation_id)}"
 
 
 def create_app(settings: config.Settings | None = None) -> connexion.FlaskApp:
