@@ -12,6 +12,7 @@ from tiris.errors import Forbidden
 class Caller:
     id: uuid.UUID
     role: str
+    session_id: uuid.UUID | None = None  # the login session of the access token; tokens from `tiris token` have none
 
     @property
     def is_admin(self) -> bool:

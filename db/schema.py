@@ -47,7 +47,7 @@ users = sa.Table(
     metadata,
     _id(),
     sa.Column("username", sa.Text, nullable=False, unique=True),
-    sa.Column("email", sa.Text, nullable=False, unique=True),
+    sa.Column("email", sa.Text, unique=True),  # absent for users of a provider that gives none (WeChat)
     sa.Column("avatar", sa.Text),
     sa.Column("role", sa.Text, nullable=False, server_default="user"),
     sa.Column("status", sa.Text, nullable=False, server_default="active"),
@@ -243,4 +243,89 @@ consumer_state = sa.Table(
     sa.Column("seen_at", sa.DateTime(timezone=True)),  # the owning process's last sign of life, idle or not
     _info(),
     _gin_info("consumer_state"),
+)
+
+
+# --- identity: provider logins, sessions with rotating refresh tokens, the security audit trail
+
+# One row per (provider, subject) a user logged in with; the subject is Google's `sub`, WeChat's unionid (else openid).
+oauth_identities = sa.Table(
+    "oauth_identities",
+    metadata,
+    _id(),
+    sa.Column("user_id", UUID(as_uuid=True), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("provider", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("email", sa.Text),
+    sa.Column("last_login_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    _info(),
+    *_timestamps(),
+    sa.UniqueConstraint("provider", "subject"),
+    sa.CheckConstraint("provider IN ('google', 'wechat')", name="provider"),
+    sa.Index("ix_oauth_identities_user_id", "user_id"),
+    _gin_info("oauth_identities"),
+)
+
+# A login in progress: only the state's hash is kept, and a callback deletes the row it uses (single use).
+oauth_states = sa.Table(
+    "oauth_states",
+    metadata,
+    sa.Column("state_hash", sa.LargeBinary, primary_key=True),
+    sa.Column("provider", sa.Text, nullable=False),
+    sa.Column("flow", sa.Text, nullable=False),
+    sa.Column("redirect_uri", sa.Text, nullable=False),
+    sa.Column("nonce", sa.Text, nullable=False),
+    sa.Column("code_verifier", sa.Text, nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    _info(),
+    sa.Index("ix_oauth_states_expires_at", "expires_at"),
+    _gin_info("oauth_states"),
+)
+
+# A login's lifetime: every refresh token of one chain of rotations, and every access token minted from them,
+# carries the session's id; revoking the session (logout, reuse of a spent refresh token) ends them all at once.
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    _id(),
+    sa.Column("user_id", UUID(as_uuid=True), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("provider", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+    sa.Column("revoked_reason", sa.Text),
+    _info(),
+    sa.Index("ix_sessions_user_id", "user_id"),
+    _gin_info("sessions"),
+)
+
+refresh_tokens = sa.Table(
+    "refresh_tokens",
+    metadata,
+    _id(),
+    sa.Column("session_id", UUID(as_uuid=True), sa.ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("token_hash", sa.LargeBinary, nullable=False, unique=True),  # SHA-256 of the token, never the token
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("used_at", sa.DateTime(timezone=True)),
+    _info(),
+    sa.Index("ix_refresh_tokens_session_id", "session_id"),
+    _gin_info("refresh_tokens"),
+)
+
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), nullable=False, server_default=NEW_UUID),
+    sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("user_id", UUID(as_uuid=True)),  # no foreign key: the trail outlives what it is about
+    sa.Column("actor_id", UUID(as_uuid=True)),
+    sa.Column("ip", sa.Text),
+    sa.Column("trace_id", sa.Text),
+    _info(),
+    sa.PrimaryKeyConstraint("id", "timestamp"),
+    sa.Index("ix_audit_events_user_id_timestamp", "user_id", "timestamp"),
+    sa.Index("ix_audit_events_timestamp", "timestamp"),
+    _gin_info("audit_events"),
 )

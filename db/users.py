@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from db import pagination
-from db.schema import exchanges, sub_accounts, trading_logs, transactions, users
+from db.schema import exchanges, sessions, sub_accounts, trading_logs, transactions, users
 from tiris.errors import Conflict, NotFound
 
 PUBLIC_COLUMNS = [users.c[name] for name in (
@@ -20,9 +20,12 @@ def get(conn: sa.Connection, user_id: uuid.UUID | str) -> dict:
     return dict(row)
 
 
-def credentials(conn: sa.Connection, user_id: str) -> sa.Row | None:
-    """What authentication needs to know about a token's subject."""
-    return conn.execute(sa.select(users.c.id, users.c.role, users.c.status).where(users.c.id == user_id)).first()
+def credentials(conn: sa.Connection, user_id: uuid.UUID, session_id: uuid.UUID | None) -> sa.Row | None:
+    """What authentication needs to know about a token's subject and session, in one round trip."""
+    session_active = sa.exists().where(sessions.c.id == session_id, sessions.c.user_id == users.c.id,
+                                       sessions.c.revoked_at.is_(None)) if session_id else sa.true()
+    return conn.execute(sa.select(users.c.id, users.c.role, users.c.status, session_active.label("session_active"))
+                        .where(users.c.id == user_id)).first()
 
 
 def update(conn: sa.Connection, user_id: uuid.UUID, changes: dict) -> dict:

@@ -15,6 +15,20 @@ class TirisContracts(BaseModel):
     pass
 
 
+class AuditEventType(StrEnum):
+    auth_login = "auth.login"
+    auth_login_failed = "auth.login_failed"
+    auth_refresh = "auth.refresh"
+    auth_refresh_reused = "auth.refresh_reused"
+    auth_logout = "auth.logout"
+    user_role_changed = "user.role_changed"
+    user_disabled = "user.disabled"
+    user_enabled = "user.enabled"
+    exchange_created = "exchange.created"
+    exchange_keys_changed = "exchange.keys_changed"
+    exchange_deleted = "exchange.deleted"
+
+
 class BotState(StrEnum):
     running = "running"
     paused = "paused"
@@ -218,6 +232,37 @@ class Info(BaseModel):
     )
 
 
+class Flow(StrEnum):
+    web = "web"
+    in_app = "in_app"
+
+
+class LoginStart(BaseModel):
+    auth_url: Annotated[
+        str,
+        Field(description="The provider's authorization page to send the browser to."),
+    ]
+    expires_at: AwareDatetime
+    state: Annotated[
+        str,
+        Field(
+            description="Single-use; the callback must present it before expires_at."
+        ),
+    ]
+
+
+class LogoutRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    everywhere: Annotated[
+        bool | None,
+        Field(
+            description="Revoke every session of the caller, not only the one the access token belongs to."
+        ),
+    ] = False
+
+
 class NoteType(StrEnum):
     order_created = "order_created"
     order_filled = "order_filled"
@@ -248,6 +293,18 @@ class PositiveDecimal(RootModel[Decimal]):
             examples=["2.5"],
         ),
     ]
+
+
+class Provider(StrEnum):
+    google = "google"
+    wechat = "wechat"
+
+
+class RefreshRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    refresh_token: Annotated[str, Field(max_length=200, min_length=1)]
 
 
 class Replay(BaseModel):
@@ -368,6 +425,10 @@ class SymbolBalance(BaseModel):
     symbol: str
 
 
+class TokenType(StrEnum):
+    Bearer = "Bearer"
+
+
 class Trade(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -473,6 +534,27 @@ class Withdrawal(BaseModel):
     ] = "withdraw"
 
 
+class AuditEvent(BaseModel):
+    actor_id: Annotated[
+        UUID | None,
+        Field(description="Who acted, when not the user themself (an admin)."),
+    ] = None
+    id: UUID
+    info: Info
+    ip: str | None = None
+    timestamp: AwareDatetime
+    trace_id: str | None = None
+    type: AuditEventType
+    user_id: Annotated[
+        UUID | None, Field(description="The user the event is about.")
+    ] = None
+
+
+class AuditEventList(BaseModel):
+    items: list[AuditEvent]
+    next_cursor: str | None = None
+
+
 class BalanceLockEvent(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -540,6 +622,15 @@ class BalanceUpdatedEvent(BaseModel):
         AwareDatetime, Field(description="When it happened, at the bot.")
     ]
     user_id: Annotated[UUID, Field(description="Equal to the subject's last token.")]
+
+
+class CallbackRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    code: Annotated[str, Field(max_length=2000, min_length=1)]
+    provider: Provider
+    state: Annotated[str, Field(max_length=200, min_length=1)]
 
 
 class Deposit(BaseModel):
@@ -665,6 +756,26 @@ class HeartbeatEvent(BaseModel):
     version: Annotated[
         str | None, Field(description="The bot's software version.", max_length=50)
     ] = None
+
+
+class LoginRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    flow: Annotated[
+        Flow | None,
+        Field(
+            description="WeChat only: `web` is the website QR login (snsapi_login), `in_app` the login inside WeChat (snsapi_userinfo). Google has one flow."
+        ),
+    ] = "web"
+    provider: Provider
+    redirect_uri: Annotated[
+        str,
+        Field(
+            description="Where the provider sends the browser back; must be on the service's allow-list (OAUTH_REDIRECT_URIS).",
+            max_length=2000,
+        ),
+    ]
 
 
 class NoteLogCreate(BaseModel):
@@ -902,7 +1013,7 @@ class TransferLogCreate(BaseModel):
 class User(BaseModel):
     avatar: str | None = None
     created_at: AwareDatetime
-    email: str
+    email: str | None = None
     id: UUID
     info: Info
     role: Role
@@ -915,6 +1026,22 @@ class User(BaseModel):
 class UserList(BaseModel):
     items: list[User]
     next_cursor: str | None = None
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    expires_in: Annotated[
+        int, Field(description="Seconds until the access token expires.")
+    ]
+    refresh_expires_in: int
+    refresh_token: Annotated[
+        str,
+        Field(
+            description="Single use; each refresh returns a new one. Presenting a used one revokes the whole session."
+        ),
+    ]
+    token_type: TokenType
+    user: User
 
 
 class TradingLogCreate(RootModel[TradeLogCreate | TransferLogCreate | NoteLogCreate]):

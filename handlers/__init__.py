@@ -8,7 +8,7 @@ import json
 import flask
 from pydantic import BaseModel
 
-from db import engine, idempotency
+from db import audit, engine, idempotency
 from db.access import Caller
 from tiris import jsonify
 
@@ -45,3 +45,9 @@ def money_post(who: Caller, body: dict, status: int, operation):
             result = json.loads(jsonify.dumps(result))
             idempotency.record(conn, who.id, key, status, result)
     return result, status
+
+
+def audit_trail(conn, type: str, **fields) -> None:
+    """Records a security event with the request's client address and trace id."""
+    audit.record(conn, type, ip=flask.request.remote_addr, trace_id=flask.request.headers.get("X-Request-ID"),
+                 **fields)

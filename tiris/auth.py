@@ -1,7 +1,8 @@
 """Bearer JWT checks, run by Connexion's security layer (the only authentication layer).
 
-The token says who; the database says whether they may still act and in which role, so disabling a user or
-changing a role takes effect on the next request rather than when the token expires.
+The token says who; the database says whether they may still act and in which role, so disabling a user,
+changing a role or ending the token's login session (logout, a reused refresh token) takes effect on the next
+request rather than when the token expires.
 """
 
 import datetime as dt
@@ -17,12 +18,14 @@ from tiris.errors import Forbidden, Unauthorized
 ALGORITHM = "HS256"
 
 
-def mint(user_id: uuid.UUID, *, ttl: int | None = None) -> str:
+def mint(user_id: uuid.UUID, *, session_id: uuid.UUID | None = None, ttl: int | None = None) -> str:
     settings = config.current()
     now = dt.datetime.now(dt.timezone.utc)
     claims = {"sub": str(user_id), "iss": settings.jwt_issuer, "iat": now, "nbf": now,
               "exp": now + dt.timedelta(seconds=ttl or settings.access_token_ttl), "jti": uuid.uuid4().hex,
               "type": "access"}
+    if session_id is not None:
+        claims["sid"] = str(session_id)
     return jwt.encode(claims, settings.jwt_secret, algorithm=ALGORITHM)
 
 
@@ -32,15 +35,18 @@ def _caller(token: str) -> Caller:
         claims = jwt.decode(token, settings.jwt_secret, algorithms=[ALGORITHM], issuer=settings.jwt_issuer,
                             options={"require": ["sub", "exp", "iat", "iss"]})
         user_id = uuid.UUID(claims["sub"])
+        session_id = uuid.UUID(claims["sid"]) if "sid" in claims else None
     except (jwt.PyJWTError, ValueError, TypeError):
         raise Unauthorized("The bearer token is invalid or expired.", code="INVALID_TOKEN") from None
     if claims.get("type", "access") != "access":
         raise Unauthorized("The bearer token is not an access token.", code="INVALID_TOKEN")
     with engine.reading() as conn:
-        row = users.credentials(conn, user_id)
+        row = users.credentials(conn, user_id, session_id)
     if row is None or row.status != "active":
         raise Unauthorized("This account is disabled or no longer exists.", code="ACCOUNT_DISABLED")
-    return Caller(id=row.id, role=row.role)
+    if not row.session_active:
+        raise Unauthorized("This token's session has ended; log in again.", code="SESSION_REVOKED")
+    return Caller(id=row.id, role=row.role, session_id=session_id)
 
 
 def user_from_token(token: str) -> dict:

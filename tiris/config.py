@@ -20,11 +20,44 @@ class ConfigError(SystemExit):
 
 
 @dataclass(frozen=True)
+class GoogleLogin:
+    """OpenID Connect with Google; the endpoints are settings so that tests can point them at a loopback provider."""
+    client_id: str
+    client_secret: str
+    authorize_url: str
+    token_url: str
+    jwks_url: str
+    issuer: str
+
+
+@dataclass(frozen=True)
+class WeChatApp:
+    app_id: str
+    app_secret: str
+
+
+@dataclass(frozen=True)
+class WeChatLogin:
+    """WeChat has two apps: a website app (QR login, snsapi_login) and an official account (login inside WeChat,
+    snsapi_userinfo). Either may be absent; unionid ties one person's logins through both together."""
+    web: WeChatApp | None
+    in_app: WeChatApp | None
+    open_url: str
+    api_url: str
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str
     jwt_secret: str
     jwt_issuer: str
     access_token_ttl: int
+    refresh_token_ttl: int
+    oauth_state_ttl: int
+    oauth_redirect_uris: frozenset[str]
+    oauth_timeout: float
+    google: GoogleLogin | None
+    wechat: WeChatLogin | None
     encryption_keys: dict[str, bytes]  # key id -> 32-byte AES key; the first is the active one
     active_key_id: str
     api_key_hash_key: bytes
@@ -129,7 +162,14 @@ def load(env: dict[str, str] | None = None) -> Settings:
         database_url=database_url,
         jwt_secret=jwt_secret,
         jwt_issuer=env.get("JWT_ISSUER", "tiris-backend"),
-        access_token_ttl=integer("ACCESS_TOKEN_TTL", 3600, 60, 7 * 86400),
+        access_token_ttl=integer("ACCESS_TOKEN_TTL", 900, 60, 86400),
+        refresh_token_ttl=integer("REFRESH_TOKEN_TTL", 30 * 86400, 300, 365 * 86400),
+        oauth_state_ttl=integer("OAUTH_STATE_TTL", 600, 30, 3600),
+        oauth_redirect_uris=frozenset(uri.strip() for uri in env.get("OAUTH_REDIRECT_URIS", "").split(",")
+                                      if uri.strip()),
+        oauth_timeout=integer("OAUTH_TIMEOUT", 10, 1, 60),
+        google=_google(env, problems),
+        wechat=_wechat(env, problems),
         encryption_keys=keys,
         active_key_id=next(iter(keys), ""),
         api_key_hash_key=hash_key,
@@ -153,6 +193,37 @@ def load(env: dict[str, str] | None = None) -> Settings:
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def _pair(env, id_name: str, secret_name: str, problems: list[str]) -> tuple[str, str] | None:
+    """A client id and secret: both or neither."""
+    client_id, secret = env.get(id_name, ""), env.get(secret_name, "")
+    if bool(client_id) != bool(secret):
+        problems.append(f"{id_name} and {secret_name} must be set together")
+        return None
+    return (client_id, secret) if client_id else None
+
+
+def _google(env, problems: list[str]) -> GoogleLogin | None:
+    pair = _pair(env, "GOOGLE_CLIENT_ID", "GOOGLE_CLIENT_SECRET", problems)
+    if pair is None:
+        return None
+    return GoogleLogin(
+        *pair,
+        authorize_url=env.get("GOOGLE_AUTHORIZE_URL", "https://accounts.google.com/o/oauth2/v2/auth"),
+        token_url=env.get("GOOGLE_TOKEN_URL", "https://oauth2.googleapis.com/token"),
+        jwks_url=env.get("GOOGLE_JWKS_URL", "https://www.googleapis.com/oauth2/v3/certs"),
+        issuer=env.get("GOOGLE_ISSUER", "https://accounts.google.com"))
+
+
+def _wechat(env, problems: list[str]) -> WeChatLogin | None:
+    web = _pair(env, "WECHAT_APP_ID", "WECHAT_APP_SECRET", problems)
+    in_app = _pair(env, "WECHAT_MP_APP_ID", "WECHAT_MP_APP_SECRET", problems)
+    if web is None and in_app is None:
+        return None
+    return WeChatLogin(web=web and WeChatApp(*web), in_app=in_app and WeChatApp(*in_app),
+                       open_url=env.get("WECHAT_OPEN_URL", "https://open.weixin.qq.com"),
+                       api_url=env.get("WECHAT_API_URL", "https://api.weixin.qq.com"))
 
 
 _current: Settings | None = None

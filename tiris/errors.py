@@ -56,6 +56,12 @@ class InsufficientBalance(Unprocessable):
     message = "The available balance is smaller than the debit."
 
 
+class BadGateway(ApiError):
+    status = 502
+    code = "PROVIDER_ERROR"
+    message = "The login provider answered with an error."
+
+
 class ServiceUnavailable(ApiError):
     status = 503
     code = "SERVICE_UNAVAILABLE"
