@@ -8,7 +8,8 @@ import json
 import flask
 from pydantic import BaseModel
 
-from db import audit, engine, idempotency
+from db import engine, idempotency
+from db.audit import record as record_audit
 from db.access import Caller
 from tiris import jsonify
 
@@ -49,5 +50,5 @@ def money_post(who: Caller, body: dict, status: int, operation):
 
 def audit_trail(conn, type: str, **fields) -> None:
     """Records a security event with the request's client address and trace id."""
-    audit.record(conn, type, ip=flask.request.remote_addr, trace_id=flask.request.headers.get("X-Request-ID"),
+    record_audit(conn, type, ip=flask.request.remote_addr, trace_id=flask.request.headers.get("X-Request-ID"),
                  **fields)

@@ -1,6 +1,6 @@
-from db import engine, users
+from db import engine, sessions, users
 from generated.models import User, UserList, UserStats
-from handlers import caller, model, page
+from handlers import audit_trail, caller, model, page
 
 
 def get_current_user(token_info):
@@ -28,11 +28,17 @@ def get_user(user_id):
         return model(User, users.get(conn, user_id))
 
 
-def disable_user(user_id):
+def disable_user(user_id, token_info):
     with engine.transaction() as conn:
-        return model(User, users.set_status(conn, user_id, "disabled"))
+        user = users.set_status(conn, user_id, "disabled")
+        # Ends every session too, so enabling the user later does not bring old tokens back to life.
+        sessions.revoke_all(conn, user["id"], "user disabled")
+        audit_trail(conn, "user.disabled", user_id=user["id"], actor_id=caller(token_info).id)
+        return model(User, user)
 
 
-def enable_user(user_id):
+def enable_user(user_id, token_info):
     with engine.transaction() as conn:
-        return model(User, users.set_status(conn, user_id, "active"))
+        user = users.set_status(conn, user_id, "active")
+        audit_trail(conn, "user.enabled", user_id=user["id"], actor_id=caller(token_info).id)
+        return model(User, user)

@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 
 from db import engine as db_engine
 from db import users
+from tests.oauth_provider import Account, LoopbackProvider
 from tiris import auth, config
 from tools import localnats, localpg
 from tools.cli import _migrate
@@ -70,10 +71,26 @@ def nats_server(tmp_path_factory):
     process.wait(timeout=10)
 
 
+@pytest.fixture(scope="session")
+def oauth_session_provider():
+    provider = LoopbackProvider()
+    yield provider
+    provider.stop()
+
+
 @pytest.fixture
-def service_env(database_url, nats_server):
+def oauth_provider(oauth_session_provider):
+    """The loopback Google and WeChat the service logs users in with; a test sets `.account` to who approves."""
+    oauth_session_provider.account = Account(subject=f"g-{uuid.uuid4().hex[:8]}", email="alice@example.com",
+                                             name="Alice")
+    oauth_session_provider.id_token_claims = {}
+    return oauth_session_provider
+
+
+@pytest.fixture
+def service_env(database_url, nats_server, oauth_session_provider):
     """The environment a service process of this test runs with."""
-    return {**TEST_ENV, "DATABASE_URL": database_url, "NATS_URL": nats_server}
+    return {**TEST_ENV, **oauth_session_provider.env(), "DATABASE_URL": database_url, "NATS_URL": nats_server}
 
 
 @pytest.fixture
