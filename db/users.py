@@ -53,6 +53,17 @@ def set_status(conn: sa.Connection, user_id: str, status: str) -> dict:
     return dict(row)
 
 
+def set_role(conn: sa.Connection, email: str, role: str) -> tuple[dict, str]:
+    """Gives the user with this email `role`; returns the user and the role they had."""
+    before = conn.execute(sa.select(users.c.id, users.c.role).where(sa.func.lower(users.c.email) == email.lower())
+                          .with_for_update()).first()
+    if before is None:
+        raise NotFound(f"No user has the email {email}.")
+    row = conn.execute(sa.update(users).where(users.c.id == before.id).values(role=role, updated_at=sa.func.now())
+                       .returning(*PUBLIC_COLUMNS)).mappings().one()
+    return dict(row), before.role
+
+
 def list_page(conn: sa.Connection, *, limit: int, cursor: str | None, status: str | None) -> tuple[list[dict], str | None]:
     query = sa.select(*PUBLIC_COLUMNS)
     if status:

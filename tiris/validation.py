@@ -88,8 +88,10 @@ class AllErrorsBodyValidator(JSONRequestBodyValidator):
             raise BadRequest(f"The request body is not valid JSON: {error.msg}.", code="MALFORMED_BODY") from None
 
     def _validate(self, body):
-        if not self._nullable and body is None:
-            raise BadRequest("A JSON request body is required.", details=[field_error("$", "missing")])
+        if body is None:  # absent (or JSON null): fine only where the contract makes the body optional
+            if self._required:
+                raise BadRequest("A JSON request body is required.", details=[field_error("$", "missing")])
+            return None
         errors = [leaf for error in self._validator.iter_errors(body) for leaf in _leaf_errors(error)]
         errors.sort(key=lambda e: [str(p) for p in e.absolute_path])
         details = [field_error(_path("", e), _issue(e)) for e in errors]

@@ -1,4 +1,4 @@
-"""`tiris`: the service's command line (dev, serve, migrate, token, rotate-keys)."""
+"""`tiris`: the service's command line (dev, serve, migrate, consume, token, user, rotate-keys, simulate-bot)."""
 
 import argparse
 import os
@@ -90,6 +90,25 @@ def cmd_token(args) -> None:
     print(auth.mint(user["id"], ttl=args.ttl))
 
 
+def cmd_user_role(args) -> None:
+    """grant-admin / revoke-admin: the only way to change a role, recorded in the audit trail."""
+    from db import audit, engine, users
+    from tiris import config
+    from tiris.errors import NotFound
+
+    engine.configure(config.use(config.load()))
+    role = "admin" if args.action == "grant-admin" else "user"
+    try:
+        with engine.transaction() as conn:
+            user, before = users.set_role(conn, args.email, role)
+            if before != role:
+                audit.record(conn, "user.role_changed", user_id=user["id"],
+                             info={"from": before, "to": role, "via": "tiris user " + args.action})
+    except NotFound as error:
+        sys.exit(error.message)
+    print(f"{user['email']} is {'now' if before != role else 'already'} {role}", file=sys.stderr)
+
+
 def cmd_rotate_keys(args) -> None:
     from db import engine, exchanges
     from tiris import config
@@ -119,6 +138,10 @@ def main(argv: list[str] | None = None) -> None:
     token.add_argument("--admin", action="store_true")
     token.add_argument("--ttl", type=int, help="lifetime in seconds (default ACCESS_TOKEN_TTL)")
     token.set_defaults(func=cmd_token)
+    user = sub.add_parser("user", help="change a user's role (recorded in the audit trail)")
+    user.add_argument("action", choices=["grant-admin", "revoke-admin"])
+    user.add_argument("email")
+    user.set_defaults(func=cmd_user_role)
     simulate_bot.add_parser(sub)
     sub.add_parser("rotate-keys", help="re-seal exchange credentials under the active encryption key"
                    ).set_defaults(func=cmd_rotate_keys)
