@@ -134,7 +134,7 @@ class Client:
 
 
 def _users_and_tokens() -> None:
-    from db import engine, users
+    from db import engine, sessions, users
     from tiris import auth, config
 
     settings = config.use(config.load(dict(os.environ)))
@@ -146,6 +146,7 @@ def _users_and_tokens() -> None:
         for user in made.values():
             users.update(conn, user["id"], {"avatar": "https://example.com/dredd.png", "settings": {"theme": "dark"}})
         users.set_status(conn, made["to-enable"]["id"], "disabled")
+        state["refresh_token"] = sessions.start(conn, made["user"]["id"], "google", 3600).refresh_token
     state["users"] = {name: str(user["id"]) for name, user in made.items()}
     state["admin_username"] = made["admin"]["username"]
     state["user_token"], state["admin_token"] = auth.mint(made["user"]["id"]), auth.mint(made["admin"]["id"])
@@ -268,6 +269,37 @@ def _error_without_details(t: dict) -> None:
     t["expected"]["body"] = json.dumps(expected)
 
 
+def _login(provider: str, approved: bool) -> dict:
+    """A login started on the server: its state, and the code the loopback provider gives when `approved`."""
+    from tests.oauth_provider import REDIRECT_URI, approve
+
+    started = httpx.post(f"{os.environ['TIRIS_URL']}/v1/auth/login", timeout=15,
+                         json={"provider": provider, "redirect_uri": REDIRECT_URI}).json()
+    return approve(started["auth_url"]) if approved else {"state": started["state"]}
+
+
+def _public_plans() -> dict:
+    """The public operations' plans, per (method, path, status): the login flow needs a real state and code."""
+    def callback(t, provider: str, code: str | None = None):
+        login = _login(provider, approved=code is None)
+        _body(t, lambda b: b.update(provider=provider, state=login["state"], code=code or login["code"]))
+
+    return {
+        ("POST", "/v1/auth/login", "400"):
+            lambda t: _body(t, lambda b: b.update(redirect_uri="https://evil.example/callback")),
+        ("POST", "/v1/auth/callback", "200"): lambda t: callback(t, "google"),
+        ("POST", "/v1/auth/callback", "400"): lambda t: _body(t, lambda b: b.update(code="")),
+        ("POST", "/v1/auth/callback", "401"): lambda t: None,  # the example's state was never issued
+        # The loopback WeChat answers a code `errcode-N` with that errcode: an app misconfigured, WeChat busy.
+        ("POST", "/v1/auth/callback", "502"): lambda t: callback(t, "wechat", "errcode-40013"),
+        ("POST", "/v1/auth/callback", "503"): lambda t: callback(t, "wechat", "errcode-45011"),
+        ("POST", "/v1/auth/refresh", "200"):
+            lambda t: _body(t, lambda b: b.update(refresh_token=state["refresh_token"])),
+        ("POST", "/v1/auth/refresh", "400"): lambda t: _body(t, lambda b: b.update(refresh_token="")),
+        ("POST", "/v1/auth/refresh", "401"): lambda t: None,  # the example's token was never issued
+    }
+
+
 def _plan_for(method: str, path: str, status: str):
     """The function that prepares one transaction; it raises LookupError when there is no plan for it."""
     s = state
@@ -313,6 +345,7 @@ def _plan_for(method: str, path: str, status: str):
             lambda t: _body(t, lambda b: b.update(amount="abc")),
         ("POST", "/v1/trading-logs", "400"): lambda t: _body(t, lambda b: b["trade"].update(volume="abc")),
         ("POST", "/v1/events/replay", "400"): lambda t: _body(t, lambda b: b.update(start_time="yesterday")),
+        ("POST", "/v1/auth/logout", "400"): lambda t: _body(t, lambda b: b.update(everywhere="yes")),
         # 404: an id the caller does not have, in the body where the path has none.
         ("POST", "/v1/sub-accounts", "404"): lambda t: _body(t, lambda b: b.update(exchange_id=UNKNOWN_ID)),
         ("POST", "/v1/trading-logs", "404"):
@@ -347,6 +380,7 @@ def _plan_for(method: str, path: str, status: str):
     list_filters = {
         "/v1/transactions": f"sub_account_id={s['ledger']}",  # the one deposit with info.note
         "/v1/trading-logs": "type=long",  # trades, with `trade`
+        "/v1/audit-events": "type=auth.login",  # the login of the callback's 200: a user, an address, a trace id
     }
 
     def plan(t: dict) -> None:
@@ -373,8 +407,11 @@ def _plan_for(method: str, path: str, status: str):
         elif not status.startswith("2") and status not in ("401", "403", "404"):
             raise LookupError(f"no hook plan for {method} {path} {status}")
 
-    if not security:  # a public operation (health): sent without a token, like a probe
-        return lambda t: _auth(t, None)
+    if not security:  # a public operation (login, health): sent without a token
+        public = _public_plans().get((method, path, status))
+        if public is None and not status.startswith("2"):
+            raise LookupError(f"no hook plan for {method} {path} {status}")
+        return lambda t: (_auth(t, None), public and public(t))
     return plan
 
 

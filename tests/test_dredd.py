@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tests.conftest import free_port
+from tests.oauth_provider import Account
 from tests.server import live_server  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,9 +50,11 @@ def _interesting(output: str) -> str:
                      if "parser warning" not in line and not line.startswith(("pass:", "skip:")))
 
 
-def test_every_documented_example_answers_as_documented(live_server, service_env, tmp_path):
+def test_every_documented_example_answers_as_documented(live_server, service_env, oauth_provider, tmp_path):
     assert DREDD.exists(), "node_modules/.bin/dredd is missing: run `npm ci` (make install does)"
     report_path, hooks_log = tmp_path / "dredd-report.json", tmp_path / "dredd-hooks.log"
+    # The callback's 200 logs in as the hooks' user (linked by email), whose profile has every key of the example.
+    oauth_provider.account = Account(subject="g-dredd", email="dredd-user@example.com", name="Dredd")
     hook_port = free_port()  # not Dredd's fixed 61321, so two runs on one machine cannot talk to each other's hooks
     env = {**os.environ, **service_env,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # dredd-hooks-python

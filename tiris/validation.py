@@ -75,11 +75,14 @@ def _leaf_errors(error) -> list:
     return [leaf for sub in meant[0] for leaf in _leaf_errors(sub)]
 
 
+_ABSENT = object()  # no body at all, which differs from a JSON `null`
+
+
 class AllErrorsBodyValidator(JSONRequestBodyValidator):
     async def _parse(self, stream, scope):
         raw = b"".join([chunk async for chunk in stream])
         if not raw:
-            return None
+            return _ABSENT
         try:
             return json.loads(raw.decode(self._encoding))
         except UnicodeDecodeError:
@@ -88,7 +91,7 @@ class AllErrorsBodyValidator(JSONRequestBodyValidator):
             raise BadRequest(f"The request body is not valid JSON: {error.msg}.", code="MALFORMED_BODY") from None
 
     def _validate(self, body):
-        if body is None:  # absent (or JSON null): fine only where the contract makes the body optional
+        if body is _ABSENT:  # fine only where the contract makes the body optional
             if self._required:
                 raise BadRequest("A JSON request body is required.", details=[field_error("$", "missing")])
             return None
