@@ -7,10 +7,10 @@ and at_hash.
 
 import threading
 import time
+import warnings
 
-import httpx2
+import httpx
 from authlib.integrations.base_client.errors import OAuthError
-from authlib.integrations.httpx_client import OAuth2Client
 from authlib.oidc.core import CodeIDToken
 from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError, JoseError
@@ -19,6 +19,10 @@ from joserfc.jwk import KeySet
 from db.identities import Identity
 from tiris.config import GoogleLogin
 from tiris.errors import BadGateway, ServiceUnavailable, Unauthorized
+
+with warnings.catch_warnings():  # Authlib 1.9 prefers httpx2 and says so; httpx, which Connexion brings, works as is
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from authlib.integrations.httpx_client import OAuth2Client
 
 SCOPE = "openid email profile"
 KEYS_MAX_AGE = 3600.0  # Google rotates its signing keys over days; a kid we do not know triggers a refetch anyway
@@ -47,7 +51,7 @@ def identity(google: GoogleLogin, redirect_uri: str, *, code: str, nonce: str, c
         except OAuthError as error:
             raise Unauthorized(f"Google refused the authorization code ({error.error}).", code="LOGIN_FAILED",
                                details={"provider": "google", "error": error.error}) from None
-        except httpx2.TransportError:
+        except httpx.TransportError:
             raise ServiceUnavailable("Google could not be reached.", code="PROVIDER_UNAVAILABLE") from None
         except ValueError:  # not JSON
             raise BadGateway("Google's token endpoint did not answer with JSON.") from None
@@ -84,12 +88,12 @@ def _key_set(google: GoogleLogin, timeout: float, refresh: bool = False) -> KeyS
         if cached and not refresh and time.monotonic() - cached[0] < KEYS_MAX_AGE:
             return cached[1]
     try:
-        response = httpx2.get(google.jwks_url, timeout=timeout)
+        response = httpx.get(google.jwks_url, timeout=timeout)
         response.raise_for_status()
         keys = KeySet.import_key_set(response.json())
-    except httpx2.TransportError:
+    except httpx.TransportError:
         raise ServiceUnavailable("Google's signing keys could not be fetched.", code="PROVIDER_UNAVAILABLE") from None
-    except (httpx2.HTTPStatusError, ValueError, JoseError):
+    except (httpx.HTTPStatusError, ValueError, JoseError):
         raise BadGateway("Google's signing keys could not be read.") from None
     with _keys_lock:
         _keys[google.jwks_url] = (time.monotonic(), keys)

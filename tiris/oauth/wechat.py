@@ -5,7 +5,7 @@ GET, and errors come back as HTTP 200 with an `errcode`. authlib's client would 
 the two calls are plain HTTP here, and each errcode becomes the error it means for our caller.
 """
 
-import httpx2
+import httpx
 from authlib.common.urls import add_params_to_uri
 
 from db.identities import Identity
@@ -37,7 +37,7 @@ def authorization_url(wechat: WeChatLogin, flow: str, redirect_uri: str, *, stat
 
 def identity(wechat: WeChatLogin, flow: str, *, code: str, timeout: float) -> Identity:
     app = app_for(wechat, flow)
-    with httpx2.Client(base_url=wechat.api_url, timeout=timeout) as client:
+    with httpx.Client(base_url=wechat.api_url, timeout=timeout) as client:
         token = _call(client, "/sns/oauth2/access_token", appid=app.app_id, secret=app.app_secret, code=code,
                       grant_type="authorization_code")
         if not token.get("openid") or not token.get("access_token"):
@@ -50,10 +50,10 @@ def identity(wechat: WeChatLogin, flow: str, *, code: str, timeout: float) -> Id
                     info={"nickname": profile.get("nickname"), "openid": token["openid"], "flow": flow})
 
 
-def _call(client: httpx2.Client, path: str, **params) -> dict:
+def _call(client: httpx.Client, path: str, **params) -> dict:
     try:
         response = client.get(path, params=params)
-    except httpx2.TransportError:
+    except httpx.TransportError:
         raise ServiceUnavailable("WeChat could not be reached.", code="PROVIDER_UNAVAILABLE") from None
     try:
         answer = response.json()  # WeChat labels its JSON text/plain
