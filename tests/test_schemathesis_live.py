@@ -86,8 +86,8 @@ def test_every_operation_conforms_to_the_contract_live(case, live_tokens):
 # ---------------------------------------------------------------- the checks catch a handler that drifts
 
 
-def _drop_email(body: dict) -> dict:
-    del body["email"]  # a required field
+def _drop_username(body: dict) -> dict:
+    del body["username"]  # a required field
     return body
 
 
@@ -102,7 +102,7 @@ def _role_outside_enum(body: dict) -> dict:
 
 
 @pytest.mark.parametrize("drift, finding", [
-    (_drop_email, '"email" is a required property'),
+    (_drop_username, '"username" is a required property'),
     (_settings_as_text, '"theme=dark" is not of type "object"'),
     (_role_outside_enum, '"root" is not one of "user" or "admin"'),
 ])
