@@ -1,0 +1,81 @@
+"""The API documentation page (Swagger UI at /v1/ui/) renders every operation in a real browser, offline.
+
+Debian's `chromium` opens the page served by `tiris serve` and dumps the DOM once Swagger UI has fetched the spec
+and rendered it. Chromium's network log lists every URL the page asked for: all of them must be the service's own,
+so the page works where the service has no internet access.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.server import live_server  # noqa: F401
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+RENDER_BUDGET_MS = 20000  # virtual time: Chromium fast-forwards timers, so this is an upper bound, not a wait
+CHROMIUM_TIMEOUT = 120
+
+
+def _chromium() -> str:
+    """Debian's chromium; installed here when missing and we may (root, apt-get present), else the test skips."""
+    if os.path.exists(CHROMIUM):
+        return CHROMIUM
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip(f"{CHROMIUM} is missing and cannot be installed here (needs root and apt-get)")
+    started = time.monotonic()
+    result = subprocess.run("apt-get update -q && apt-get install -y -q --no-install-recommends chromium",
+                            shell=True, capture_output=True, text=True, env={**os.environ,
+                                                                            "DEBIAN_FRONTEND": "noninteractive"})
+    if result.returncode != 0 or not os.path.exists(CHROMIUM):
+        pytest.skip(f"installing chromium failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    print(f"installed chromium in {time.monotonic() - started:.0f} s")
+    return CHROMIUM
+
+
+def _render(url: str, work: Path) -> tuple[str, list[str]]:
+    """The page's DOM after rendering, and every URL the page itself requested while loading.
+
+    The browser's own background traffic (update checks, network time) has no page as its initiator and is left
+    out: it is not something the page needs.
+    """
+    net_log = work / "netlog.json"
+    result = subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+         f"--user-data-dir={work / 'profile'}", f"--log-net-log={net_log}",
+         f"--virtual-time-budget={RENDER_BUDGET_MS}", "--dump-dom", url],
+        capture_output=True, text=True, timeout=CHROMIUM_TIMEOUT)
+    assert result.returncode == 0, result.stderr[-4000:]
+    log = json.loads(net_log.read_text())
+    start_job = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
+    requested = []
+    for event in log["events"]:
+        params = event.get("params", {})
+        if event["type"] == start_job and "url" in params and (params.get("request_type") == "main frame"
+                                           or params.get("initiator") != "not an origin"):
+            requested.append(params["url"])
+    return result.stdout, requested
+
+
+def _operation_ids() -> set[str]:
+    spec = yaml.safe_load((ROOT / "openapi.yaml").read_text())
+    return {operation["operationId"] for item in spec["paths"].values()
+            for operation in item.values() if isinstance(operation, dict) and "operationId" in operation}
+
+
+def test_docs_page_renders_every_operation_in_chromium_without_internet(live_server, tmp_path):  # noqa: F811
+    dom, requested = _render(f"{live_server.url}/v1/ui/", tmp_path)
+
+    rendered_ids = set(re.findall(r'class="opblock-summary-operation-id"[^>]*>([^<]+)<', dom))
+    assert rendered_ids == _operation_ids(), dom[-3000:]
+    assert dom.count('class="opblock ') >= len(rendered_ids)
+    assert f"{live_server.url}/v1/openapi.json" in requested, requested
+    assert f"{live_server.url}/v1/ui/swagger-ui-bundle.js" in requested, requested
+    assert [url for url in requested if not url.startswith(live_server.url + "/")] == []
