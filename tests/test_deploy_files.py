@@ -15,13 +15,13 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import uuid
 from fnmatch import fnmatch
 from pathlib import Path
 
 import httpx
 import pytest
-import tomllib
 import yaml
 from dockerfile_parse import DockerfileParser
 
