@@ -309,6 +309,8 @@ def test_kubernetes_set_is_complete_and_wired_together():
     (ingress,) = _by_kind("Ingress")
     backends = [path["backend"]["service"] for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]]
     assert {(b["name"], b["port"]["name"]) for b in backends} == {(service["metadata"]["name"], "http")}
+    # Only the API is public: health (which names the dependencies' state) and metrics stay inside the cluster.
+    assert [path["path"] for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]] == ["/v1"]
     (hpa,) = _by_kind("HorizontalPodAutoscaler")
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "tiris-api"}
     assert {doc["metadata"]["namespace"] for _, doc in _manifests() if doc["kind"] != "Namespace"} == {"tiris"}
