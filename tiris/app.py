@@ -78,7 +78,9 @@ def create_app(settings: config.Settings | None = None) -> connexion.FlaskApp:
     engine.configure(settings)
     app = connexion.FlaskApp(__name__, jsonifier=jsonify.JSONIFIER)
     app.add_api(SPEC, resolver=SnakeCaseResolver(), validator_map=VALIDATOR_MAP, strict_validation=True,
-                swagger_ui_options=SwaggerUIOptions(spec_path="/v1/openapi.json", swagger_ui_path="/v1/ui"))
+                swagger_ui_options=SwaggerUIOptions(spec_path="/v1/openapi.json", swagger_ui_path="/v1/ui",
+                                                    # the names the generated clients give the operations
+                                                    swagger_ui_config={"displayOperationId": True}))
     error_handlers.register(app, yaml.safe_load(SPEC.read_text())["paths"])
     app.add_middleware(RequestIdMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
     app.add_middleware(ControlCharacterGuard, position=MiddlewarePosition.BEFORE_ROUTING)
