@@ -244,3 +244,20 @@ consumer_state = sa.Table(
     _info(),
     _gin_info("consumer_state"),
 )
+
+# What the ledger held before `as_of`, per sub-account, recorded before any transactions older than that may be
+# archived: balance = credits - debits as of then, so "balance = checkpoint + credits - debits since" stays checkable.
+balance_checkpoints = sa.Table(
+    "balance_checkpoints",
+    metadata,
+    sa.Column("sub_account_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("as_of", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("balance", MONEY, nullable=False),
+    sa.Column("credits", MONEY, nullable=False),
+    sa.Column("debits", MONEY, nullable=False),
+    sa.Column("transaction_count", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    _info(),
+    sa.PrimaryKeyConstraint("sub_account_id", "as_of"),
+    _gin_info("balance_checkpoints"),
+)
