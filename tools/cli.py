@@ -1,11 +1,11 @@
-"""`tiris`: the service's command line (dev, serve, migrate, token, rotate-keys)."""
+"""`tiris`: the service's command line (dev, serve, migrate, token, rotate-keys, seed-data)."""
 
 import argparse
 import os
 import sys
 from pathlib import Path
 
-from tools import simulate_bot
+from tools import seed_data, simulate_bot
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     token.add_argument("--ttl", type=int, help="lifetime in seconds (default ACCESS_TOKEN_TTL)")
     token.set_defaults(func=cmd_token)
     simulate_bot.add_parser(sub)
+    seed_data.add_parser(sub)
     sub.add_parser("rotate-keys", help="re-seal exchange credentials under the active encryption key"
                    ).set_defaults(func=cmd_rotate_keys)
     args = parser.parse_args(argv)
