@@ -130,6 +130,7 @@ transactions = sa.Table(
     sa.CheckConstraint("closing_balance >= 0", name="closing_balance_not_negative"),
     sa.Index("ix_transactions_user_id_timestamp", "user_id", "timestamp"),
     sa.Index("ix_transactions_sub_account_id_timestamp", "sub_account_id", "timestamp"),
+    sa.Index("ix_transactions_timestamp_id", "timestamp", "id"),  # everyone's newest first: the admin's pages
     _gin_info("transactions"),
 )
 
@@ -153,6 +154,7 @@ trading_logs = sa.Table(
     sa.CheckConstraint("source IN ('manual', 'bot', 'api')", name="source"),
     sa.Index("ix_trading_logs_user_id_timestamp", "user_id", "timestamp"),
     sa.Index("ix_trading_logs_sub_account_id_timestamp", "sub_account_id", "timestamp"),
+    sa.Index("ix_trading_logs_timestamp_id", "timestamp", "id"),
     _gin_info("trading_logs"),
 )
 
