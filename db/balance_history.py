@@ -50,10 +50,14 @@ def _floor(moment: dt.datetime, width: dt.timedelta) -> dt.datetime:
 def window(bucket: str, start_time: str | None, end_time: str | None, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
     """[start, end) widened to whole buckets; refuses an empty range or one of more than MAX_BUCKETS buckets."""
     width = BUCKETS[bucket]
-    end = _parse("end_time", end_time) or now
-    end = _floor(end, width) + (width if _floor(end, width) != end else dt.timedelta(0))
-    start = _parse("start_time", start_time)
-    start = _floor(start, width) if start is not None else end - DEFAULT_BUCKETS * width
+    try:
+        end = _parse("end_time", end_time) or now
+        end = _floor(end, width) + (width if _floor(end, width) != end else dt.timedelta(0))
+        start = _parse("start_time", start_time)
+        start = _floor(start, width) if start is not None else end - DEFAULT_BUCKETS * width
+    except OverflowError:  # a range that reaches past year 9999 once widened to whole buckets
+        raise BadRequest("The range reaches beyond the dates this service handles.",
+                         details=[field_error("query/end_time", "out of range")]) from None
     if start >= end:
         raise BadRequest("start_time must be before end_time.",
                          details=[field_error("query/start_time", "not before end_time")])
@@ -118,3 +122,12 @@ def history(conn: sa.Connection, caller: Caller, sub_account_id, bucket: str, st
         at += width
     return {"sub_account_id": account["id"], "symbol": account["symbol"], "bucket": bucket, "start_time": start,
             "end_time": end, "opening_balance": opening, "items": items}
+
+
+def transaction_count(conn: sa.Connection, user_id) -> int:
+    """All of a user's transactions: summed from the daily aggregate when there is one, else counted."""
+    if uses_aggregates(conn):
+        query = f"SELECT coalesce(sum(transaction_count), 0) FROM {AGGREGATES['1d']} WHERE user_id = :user_id"
+    else:
+        query = "SELECT count(*) FROM transactions WHERE user_id = :user_id"
+    return conn.execute(sa.text(query), {"user_id": user_id}).scalar()

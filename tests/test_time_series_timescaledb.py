@@ -133,7 +133,7 @@ def test_upgrade_makes_hypertables_with_policies_and_aggregates_and_downgrade_re
     assert len(_jobs(engine)) == 5
 
 
-def test_aggregates_refreshed_and_in_real_time_agree_with_date_bin(timescale_url, monkeypatch):
+def test_aggregates_refreshed_and_in_real_time_agree_with_date_bin_and_count_for_stats(timescale_url, monkeypatch):
     _upgrade(timescale_url, monkeypatch)
     engine = _engine(timescale_url)
     day, noon = dt.timedelta(days=1), MIDNIGHT + dt.timedelta(hours=12)
@@ -152,6 +152,8 @@ def test_aggregates_refreshed_and_in_real_time_agree_with_date_bin(timescale_url
         conn.execute(sa.text("UPDATE sub_accounts SET balance = balance + 1 WHERE id = :id"), {"id": account})
     with engine.connect() as conn:
         assert balance_history.uses_aggregates(conn)
+        user_id = conn.execute(sa.text("SELECT user_id FROM sub_accounts WHERE id = :id"), {"id": account}).scalar()
+        assert balance_history.transaction_count(conn, user_id) == 5  # what GET /v1/users/me/stats reports
         body = balance_history.history(conn, ADMIN, account, "1d", None, None)
         start, end = body["start_time"], body["end_time"]
         from_aggregate = balance_history.flows(conn, account, "1d", start, end)
