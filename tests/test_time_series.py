@@ -10,6 +10,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from db import balance_history, checkpoints, engine
+from tools import seed_data
 from tests.conftest import expect_error
 from tests.helpers import create_exchange, create_sub_account, trade
 
@@ -129,3 +130,18 @@ def test_history_after_archiving_opens_from_the_checkpoint(api):
 def test_plain_postgresql_serves_history_from_rows_not_aggregates(api):
     with engine.reading() as conn:
         assert balance_history.uses_aggregates(conn) is False
+
+
+def test_seed_data_loads_consistent_ledgers_with_copy(database_url, settings):
+    result = seed_data.load(database_url, 2500, per_sub_account=500, sub_accounts_per_user=2, days=10, seed=1,
+                            progress=False)
+    assert (result["transactions"], result["sub_accounts"], result["users"]) == (2500, 5, 3)
+    with engine.reading() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM transactions")).scalar() == 2500
+        assert checkpoints.drifts(conn) == []  # every seeded balance = its credits - its debits
+        broken_chains = conn.execute(sa.text(
+            "SELECT count(*) FROM (SELECT closing_balance, lag(closing_balance) OVER w AS before, amount, direction "
+            'FROM transactions WINDOW w AS (PARTITION BY sub_account_id ORDER BY "timestamp")) t '
+            "WHERE before IS NOT NULL AND closing_balance <> before + CASE WHEN direction = 'credit' THEN amount "
+            "ELSE -amount END")).scalar()
+        assert broken_chains == 0
