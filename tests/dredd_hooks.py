@@ -233,11 +233,11 @@ def _set_path(t: dict, path: str) -> None:
 
 
 def _path(t: dict, **ids: str) -> None:
-    """Fills the path template of the transaction with these ids."""
+    """Fills the path template of the transaction with these ids; the example's query string stays."""
     path = t["origin"]["resourceName"]
     for name, value in ids.items():
         path = path.replace("{" + name + "}", value)
-    _set_path(t, path)
+    _set_path(t, path + ("?" + t["fullPath"].split("?", 1)[1] if "?" in t["fullPath"] else ""))
 
 
 def _query(t: dict, query: str) -> None:
