@@ -38,9 +38,12 @@ def _parse(name: str, value: str | None) -> dt.datetime | None:
     if value is None:
         return None
     try:
-        return dt.datetime.fromisoformat(value)
+        parsed = dt.datetime.fromisoformat(value)
     except ValueError:  # valid RFC 3339 that Python cannot hold, e.g. nanoseconds
         raise BadRequest(details=[field_error(f"query/{name}", "unsupported date-time")]) from None
+    if parsed.tzinfo is None:  # buckets are UTC; a time without its offset names no instant
+        raise BadRequest(details=[field_error(f"query/{name}", "a UTC offset is required")])
+    return parsed
 
 
 def _floor(moment: dt.datetime, width: dt.timedelta) -> dt.datetime:

@@ -87,6 +87,7 @@ def test_history_of_more_than_1000_buckets_an_empty_range_or_past_year_9999_is_4
     expect_error(api.get(f"{path}?bucket=1d&start_time=2026-01-02T00:00:00Z&end_time=2026-01-01T00:00:00Z"), 400)
     expect_error(api.get(f"{path}?bucket=1w"), 400)
     expect_error(api.get(f"{path}?bucket=1h&start_time=9999-12-31T22:00:00Z&end_time=9999-12-31T23:30:00Z"), 400)
+    expect_error(api.get(f"{path}?bucket=1h&start_time=2026-01-01T00:00:00"), 400)  # no offset: no instant
     status, body = api.get(f"{path}?bucket=1d&start_time=2023-04-07T00:00:00Z&end_time=2026-01-01T00:00:00Z")
     assert status == 200 and len(body["items"]) == 1000, body
 

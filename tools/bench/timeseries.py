@@ -86,7 +86,8 @@ def report(results: list[tuple[int, float, dict]], runs: int, sample: int, serve
         f"{server_version}, {dt.date.today().isoformat()}. Data from `tiris seed-data`: 1,000 transactions per "
         "sub-account over 365 days, 10 sub-accounts per user, so more rows means more users. Milliseconds, median / "
         f"p95 of {runs} calls over {sample} random users or sub-accounts (after one untimed pass over them), through the "
-        "db/ functions the handlers call, on a machine shared with other work.",
+        "db/ functions the handlers call, on a machine shared with other work. `load` is the time to add the rows "
+        "since the previous size (COPY, with all indexes in place).",
         "",
         "| transactions | load (s) | 100-row page, user | 100-row page, admin (all users) | 30-day daily history |",
         "|---:|---:|---:|---:|---:|",
