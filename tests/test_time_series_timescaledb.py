@@ -198,3 +198,14 @@ def test_archive_job_records_checkpoints_before_dropping_old_chunks(timescale_ur
         assert conn.execute(sa.text("SELECT count(*) FROM trading_logs")).scalar() == 1
         body = balance_history.history(conn, ADMIN, account, "1d", (NOW - 20 * day).isoformat(), None)
     assert body["opening_balance"] == Decimal(75) and body["items"][-1]["closing_balance"] == Decimal("57.5")
+
+
+def test_timescaledb_off_keeps_the_plain_postgresql_path_where_the_extension_exists(timescale_url, monkeypatch):
+    monkeypatch.setenv("TIMESCALEDB", "off")
+    command.upgrade(_config(timescale_url), "head")
+    engine = _engine(timescale_url)
+    assert _scalar(engine, "SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'") == 0
+    assert _scalar(engine, "SELECT to_regclass('sub_account_flows_daily')") is None
+    with engine.connect() as conn:
+        assert balance_history.uses_aggregates(conn) is False
+
