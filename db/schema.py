@@ -130,6 +130,7 @@ transactions = sa.Table(
     sa.CheckConstraint("closing_balance >= 0", name="closing_balance_not_negative"),
     sa.Index("ix_transactions_user_id_timestamp", "user_id", "timestamp"),
     sa.Index("ix_transactions_sub_account_id_timestamp", "sub_account_id", "timestamp"),
+    sa.Index("ix_transactions_timestamp_id", "timestamp", "id"),  # everyone's newest first: the admin's pages
     _gin_info("transactions"),
 )
 
@@ -153,6 +154,7 @@ trading_logs = sa.Table(
     sa.CheckConstraint("source IN ('manual', 'bot', 'api')", name="source"),
     sa.Index("ix_trading_logs_user_id_timestamp", "user_id", "timestamp"),
     sa.Index("ix_trading_logs_sub_account_id_timestamp", "sub_account_id", "timestamp"),
+    sa.Index("ix_trading_logs_timestamp_id", "timestamp", "id"),
     _gin_info("trading_logs"),
 )
 
@@ -328,4 +330,21 @@ audit_events = sa.Table(
     sa.Index("ix_audit_events_user_id_timestamp", "user_id", "timestamp"),
     sa.Index("ix_audit_events_timestamp", "timestamp"),
     _gin_info("audit_events"),
+)
+
+# What the ledger held before `as_of`, per sub-account, recorded before any transactions older than that may be
+# archived: balance = credits - debits as of then, so "balance = checkpoint + credits - debits since" stays checkable.
+balance_checkpoints = sa.Table(
+    "balance_checkpoints",
+    metadata,
+    sa.Column("sub_account_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("as_of", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("balance", MONEY, nullable=False),
+    sa.Column("credits", MONEY, nullable=False),
+    sa.Column("debits", MONEY, nullable=False),
+    sa.Column("transaction_count", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    _info(),
+    sa.PrimaryKeyConstraint("sub_account_id", "as_of"),
+    _gin_info("balance_checkpoints"),
 )

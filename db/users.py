@@ -5,8 +5,8 @@ import uuid
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
-from db import pagination
-from db.schema import exchanges, sessions, sub_accounts, trading_logs, transactions, users
+from db import balance_history, pagination
+from db.schema import exchanges, sessions, sub_accounts, trading_logs, users
 from tiris.errors import Conflict, NotFound
 
 PUBLIC_COLUMNS = [users.c[name] for name in (
@@ -96,11 +96,11 @@ def stats(conn: sa.Connection, user_id: uuid.UUID) -> dict:
     counts = conn.execute(sa.select(
         count(exchanges, exchanges.c.deleted_at.is_(None)).label("exchange_count"),
         count(sub_accounts, sub_accounts.c.deleted_at.is_(None)).label("sub_account_count"),
-        count(transactions).label("transaction_count"),
         count(trading_logs).label("trading_log_count"),
     )).mappings().one()
     balances = conn.execute(
         sa.select(sub_accounts.c.symbol, sa.func.sum(sub_accounts.c.balance).label("balance"))
         .where(sub_accounts.c.user_id == user_id, sub_accounts.c.deleted_at.is_(None))
         .group_by(sub_accounts.c.symbol).order_by(sub_accounts.c.symbol)).mappings().all()
-    return {**counts, "balances": [dict(b) for b in balances]}
+    return {**counts, "transaction_count": balance_history.transaction_count(conn, user_id),
+            "balances": [dict(b) for b in balances]}

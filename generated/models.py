@@ -226,6 +226,11 @@ class Health(BaseModel):
     status: Status1
 
 
+class HistoryBucket(StrEnum):
+    field_1h = "1h"
+    field_1d = "1d"
+
+
 class Info(BaseModel):
     model_config = ConfigDict(
         extra="allow",
@@ -381,6 +386,16 @@ class SignalEvent(BaseModel):
         AwareDatetime, Field(description="When it happened, at the bot.")
     ]
     user_id: Annotated[UUID, Field(description="Equal to the subject's last token.")]
+
+
+class SignedDecimal(RootModel[Decimal]):
+    root: Annotated[
+        Decimal,
+        Field(
+            description="A decimal number as a string that may be negative, at most 21 integer and 18 fractional digits.",
+            examples=["-12.500000000000000000"],
+        ),
+    ]
 
 
 class SubAccount(BaseModel):
@@ -553,6 +568,32 @@ class AuditEvent(BaseModel):
 class AuditEventList(BaseModel):
     items: list[AuditEvent]
     next_cursor: str | None = None
+
+
+class BalanceHistoryPoint(BaseModel):
+    bucket_start: Annotated[
+        AwareDatetime,
+        Field(
+            description="Start of the bucket (buckets are aligned to UTC midnight and whole hours)."
+        ),
+    ]
+    closing_balance: Annotated[
+        DecimalModel,
+        Field(
+            description="The balance at the end of the bucket; a bucket without transactions carries the previous one forward."
+        ),
+    ]
+    net_flow: SignedDecimal
+    trade_count: Annotated[int, Field(description="Trade transactions in the bucket.")]
+    transaction_count: Annotated[
+        int, Field(description="All transactions in the bucket.")
+    ]
+    volume: Annotated[
+        DecimalModel,
+        Field(
+            description="The sum of the amounts of trade transactions (long, short, stop_loss, fill)."
+        ),
+    ]
 
 
 class BalanceLockEvent(BaseModel):
@@ -1026,6 +1067,31 @@ class User(BaseModel):
 class UserList(BaseModel):
     items: list[User]
     next_cursor: str | None = None
+
+
+class BalanceHistory(BaseModel):
+    bucket: HistoryBucket
+    end_time: Annotated[
+        AwareDatetime,
+        Field(description="The last bucket's end (end_time rounded up to a bucket)."),
+    ]
+    items: Annotated[
+        list[BalanceHistoryPoint],
+        Field(
+            description="Every bucket of the range, oldest first, including buckets without transactions."
+        ),
+    ]
+    opening_balance: Annotated[
+        DecimalModel, Field(description="The balance at start_time.")
+    ]
+    start_time: Annotated[
+        AwareDatetime,
+        Field(
+            description="The first bucket's start (start_time rounded down to a bucket)."
+        ),
+    ]
+    sub_account_id: UUID
+    symbol: str
 
 
 class TokenPair(BaseModel):

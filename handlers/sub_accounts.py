@@ -1,5 +1,5 @@
-from db import engine, sub_accounts
-from generated.models import SubAccount, SubAccountList, Transaction
+from db import balance_history, engine, sub_accounts
+from generated.models import BalanceHistory, SubAccount, SubAccountList, Transaction
 from handlers import caller, model, money_post, page
 
 
@@ -41,3 +41,9 @@ def withdraw_from_sub_account(sub_account_id, body, token_info):
     who = caller(token_info)
     return money_post(who, body, 201, lambda conn: model(
         Transaction, sub_accounts.move(conn, who, sub_account_id, "withdraw", body)))
+
+
+def get_sub_account_balance_history(sub_account_id, bucket, token_info, start_time=None, end_time=None):
+    with engine.reading() as conn:
+        return model(BalanceHistory, balance_history.history(
+            conn, caller(token_info), sub_account_id, bucket, start_time, end_time))

@@ -234,11 +234,11 @@ def _set_path(t: dict, path: str) -> None:
 
 
 def _path(t: dict, **ids: str) -> None:
-    """Fills the path template of the transaction with these ids."""
+    """Fills the path template of the transaction with these ids; the example's query string stays."""
     path = t["origin"]["resourceName"]
     for name, value in ids.items():
         path = path.replace("{" + name + "}", value)
-    _set_path(t, path)
+    _set_path(t, path + ("?" + t["fullPath"].split("?", 1)[1] if "?" in t["fullPath"] else ""))
 
 
 def _query(t: dict, query: str) -> None:
@@ -319,6 +319,7 @@ def _plan_for(method: str, path: str, status: str):
         ("DELETE", "/v1/sub-accounts/{sub_account_id}"): {"sub_account_id": s["to_delete"]},
         ("POST", "/v1/sub-accounts/{sub_account_id}/deposit"): {"sub_account_id": s["usdt"]},
         ("POST", "/v1/sub-accounts/{sub_account_id}/withdraw"): {"sub_account_id": s["usdt"]},
+        ("GET", "/v1/sub-accounts/{sub_account_id}/balance-history"): {"sub_account_id": s["ledger"]},
         ("GET", "/v1/transactions/{transaction_id}"): {"transaction_id": s["transaction"]},
         ("GET", "/v1/trading-logs/{trading_log_id}"): {"trading_log_id": s["trade_log"]},
         ("DELETE", "/v1/trading-logs/{trading_log_id}"): {"trading_log_id": s["note_log"]},

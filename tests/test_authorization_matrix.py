@@ -9,6 +9,7 @@ something other than a refusal. The requests are the spec's own examples, pointe
 import base64
 import datetime as dt
 import json
+import urllib.parse
 
 import jwt
 import pytest
@@ -76,9 +77,17 @@ def world(make_api):
     return {"alice": alice, "bob": bob, "admin": admin, "carol": carol, "ids": ids}
 
 
+def required_query(operation: dict) -> str:
+    """The required query parameters, with their examples."""
+    pairs = {parameter["name"]: parameter["example"] for parameter in operation.get("parameters", [])
+             if parameter.get("in") == "query" and parameter.get("required")}
+    return "?" + urllib.parse.urlencode(pairs) if pairs else ""
+
+
 def call(api: Api, method: str, path: str, operation: dict, ids: dict):
     for name, value in ids.items():
         path = path.replace("{" + name + "}", value)
+    path += required_query(operation)
     body = example_body(operation)
 
     def point(node):

@@ -1,11 +1,12 @@
-"""`tiris`: the service's command line (dev, serve, migrate, consume, token, user, rotate-keys, simulate-bot)."""
+"""`tiris`: the service's command line (dev, serve, migrate, consume, token, user, rotate-keys, simulate-bot,
+seed-data)."""
 
 import argparse
 import os
 import sys
 from pathlib import Path
 
-from tools import simulate_bot
+from tools import seed_data, simulate_bot
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -143,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     user.add_argument("email")
     user.set_defaults(func=cmd_user_role)
     simulate_bot.add_parser(sub)
+    seed_data.add_parser(sub)
     sub.add_parser("rotate-keys", help="re-seal exchange credentials under the active encryption key"
                    ).set_defaults(func=cmd_rotate_keys)
     args = parser.parse_args(argv)

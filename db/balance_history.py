@@ -1,0 +1,136 @@
+"""A sub-account's balance per hour or day, from the continuous aggregates (TimescaleDB) or `date_bin` (plain
+PostgreSQL); both give the same numbers, so the API does not change with the database.
+
+Buckets are aligned to whole UTC hours and days (time_bucket's and date_bin's shared origin, 2000-01-01). A bucket
+without transactions carries the previous closing balance forward, so every bucket of the range is present. The
+balance before the range is the last transaction's closing balance before it, or a balance checkpoint when the
+transactions of that time were archived.
+"""
+
+import datetime as dt
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from db import sub_accounts
+from db.access import Caller
+from tiris.errors import BadRequest, field_error
+
+BUCKETS = {"1h": dt.timedelta(hours=1), "1d": dt.timedelta(days=1)}
+AGGREGATES = {"1h": "sub_account_flows_hourly", "1d": "sub_account_flows_daily"}
+ORIGIN = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+MAX_BUCKETS = 1000
+DEFAULT_BUCKETS = 30
+TRADE_REASONS = ("long", "short", "stop_loss", "fill")
+
+_has_aggregates: dict[str, bool] = {}  # per database URL: migrations decide once, the answer does not change
+
+
+def uses_aggregates(conn: sa.Connection) -> bool:
+    url = conn.engine.url.render_as_string(hide_password=True)
+    if url not in _has_aggregates:
+        _has_aggregates[url] = conn.execute(sa.text(
+            f"SELECT to_regclass('{AGGREGATES['1d']}') IS NOT NULL")).scalar()
+    return _has_aggregates[url]
+
+
+def _parse(name: str, value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:  # valid RFC 3339 that Python cannot hold, e.g. nanoseconds
+        raise BadRequest(details=[field_error(f"query/{name}", "unsupported date-time")]) from None
+    if parsed.tzinfo is None:  # buckets are UTC; a time without its offset names no instant
+        raise BadRequest(details=[field_error(f"query/{name}", "a UTC offset is required")])
+    return parsed
+
+
+def _floor(moment: dt.datetime, width: dt.timedelta) -> dt.datetime:
+    return moment - (moment - ORIGIN) % width
+
+
+def window(bucket: str, start_time: str | None, end_time: str | None, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """[start, end) widened to whole buckets; refuses an empty range or one of more than MAX_BUCKETS buckets."""
+    width = BUCKETS[bucket]
+    try:
+        end = _parse("end_time", end_time) or now
+        end = _floor(end, width) + (width if _floor(end, width) != end else dt.timedelta(0))
+        start = _parse("start_time", start_time)
+        start = _floor(start, width) if start is not None else end - DEFAULT_BUCKETS * width
+    except OverflowError:  # a range that reaches past year 9999 once widened to whole buckets
+        raise BadRequest("The range reaches beyond the dates this service handles.",
+                         details=[field_error("query/end_time", "out of range")]) from None
+    if start >= end:
+        raise BadRequest("start_time must be before end_time.",
+                         details=[field_error("query/start_time", "not before end_time")])
+    if (end - start) / width > MAX_BUCKETS:
+        raise BadRequest(f"At most {MAX_BUCKETS} buckets per request.",
+                         details=[field_error("query/start_time", f"more than {MAX_BUCKETS} {bucket} buckets")])
+    return start, end
+
+
+def _flows_from_aggregate(bucket: str) -> sa.TextClause:
+    return sa.text(
+        "SELECT bucket, net_flow, volume, trade_count, transaction_count, closing_balance "
+        f"FROM {AGGREGATES[bucket]} WHERE sub_account_id = :id AND bucket >= :start AND bucket < :end ORDER BY bucket")
+
+
+# The same columns as the aggregates, from the rows: the time range is on "timestamp" itself, so the
+# (sub_account_id, timestamp) index bounds the scan to the requested range.
+_FLOWS_FROM_ROWS = sa.text(
+    "SELECT date_bin(:width, \"timestamp\", :origin) AS bucket, "
+    "sum(CASE WHEN direction = 'credit' THEN amount ELSE -amount END) AS net_flow, "
+    "sum(CASE WHEN reason = ANY(:trades) THEN amount ELSE 0 END) AS volume, "
+    "sum(CASE WHEN reason = ANY(:trades) THEN 1 ELSE 0 END) AS trade_count, "
+    "count(*) AS transaction_count, "
+    "(array_agg(closing_balance ORDER BY \"timestamp\" DESC))[1] AS closing_balance "
+    "FROM transactions WHERE sub_account_id = :id AND \"timestamp\" >= :start AND \"timestamp\" < :end "
+    "GROUP BY 1 ORDER BY 1")
+
+# The later of: the last row before the range, the last checkpoint at or before its start.
+_OPENING = sa.text(
+    "SELECT balance FROM ("
+    " (SELECT \"timestamp\" AS at, closing_balance AS balance FROM transactions"
+    "  WHERE sub_account_id = :id AND \"timestamp\" < :start ORDER BY \"timestamp\" DESC LIMIT 1)"
+    " UNION ALL"
+    " (SELECT as_of, balance FROM balance_checkpoints WHERE sub_account_id = :id AND as_of <= :start"
+    "  ORDER BY as_of DESC LIMIT 1)) AS known ORDER BY at DESC LIMIT 1")
+
+
+def flows(conn: sa.Connection, sub_account_id, bucket: str, start: dt.datetime, end: dt.datetime) -> list[dict]:
+    """The buckets of [start, end) that have transactions, oldest first."""
+    params = {"id": sub_account_id, "start": start, "end": end}
+    if uses_aggregates(conn):
+        return [dict(r) for r in conn.execute(_flows_from_aggregate(bucket), params).mappings()]
+    return [dict(r) for r in conn.execute(_FLOWS_FROM_ROWS, {
+        **params, "width": BUCKETS[bucket], "origin": ORIGIN, "trades": list(TRADE_REASONS)}).mappings()]
+
+
+def history(conn: sa.Connection, caller: Caller, sub_account_id, bucket: str, start_time: str | None,
+            end_time: str | None) -> dict:
+    account = sub_accounts.get(conn, caller, sub_account_id)
+    start, end = window(bucket, start_time, end_time, conn.execute(sa.select(sa.func.now())).scalar())
+    opening = conn.execute(_OPENING, {"id": sub_account_id, "start": start}).scalar() or Decimal(0)
+    found = {row["bucket"]: row for row in flows(conn, sub_account_id, bucket, start, end)}
+    items, balance, at, width = [], opening, start, BUCKETS[bucket]
+    while at < end:
+        row = found.get(at)
+        if row is not None:
+            balance = row["closing_balance"]
+            items.append({**{k: v for k, v in row.items() if k != "bucket"}, "bucket_start": at})
+        else:
+            items.append({"bucket_start": at, "net_flow": Decimal(0), "volume": Decimal(0), "trade_count": 0,
+                          "transaction_count": 0, "closing_balance": balance})
+        at += width
+    return {"sub_account_id": account["id"], "symbol": account["symbol"], "bucket": bucket, "start_time": start,
+            "end_time": end, "opening_balance": opening, "items": items}
+
+
+def transaction_count(conn: sa.Connection, user_id) -> int:
+    """All of a user's transactions: summed from the daily aggregate when there is one, else counted."""
+    if uses_aggregates(conn):
+        query = f"SELECT coalesce(sum(transaction_count), 0) FROM {AGGREGATES['1d']} WHERE user_id = :user_id"
+    else:
+        query = "SELECT count(*) FROM transactions WHERE user_id = :user_id"
+    return conn.execute(sa.text(query), {"user_id": user_id}).scalar()
