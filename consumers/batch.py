@@ -51,7 +51,7 @@ def parse(message: Incoming, channels: dict[str, Channel]) -> tuple[dict | None,
         payload = json.loads(message.data)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         return None, f"malformed JSON: {error}"
-    errors = sorted(channel.validator.iter_errors(payload), key=lambda e: list(map(str, e.absolute_path)))
+    errors = channel.errors(payload)
     if errors:
         problems = "; ".join(f"{'/'.join(map(str, e.absolute_path)) or '$'}: {e.message}" for e in errors[:10])
         return None, f"invalid {channel.model.__name__}: {problems}"

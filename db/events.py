@@ -9,7 +9,7 @@ import uuid
 from decimal import Decimal
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import ARRAY, UUID, insert
 
 from db import ledger, trading_logs
 from db.access import Caller
@@ -29,14 +29,23 @@ def claim(conn: sa.Connection, event: dict, subject: str, stream_seq: int | None
         stream_seq=stream_seq).on_conflict_do_nothing().returning(processed_events.c.event_id)).first() is not None
 
 
+_claim_many = sa.text(
+    "INSERT INTO processed_events (event_id, event_type, user_id, subject, stream_seq) "
+    "SELECT * FROM unnest(:ids, :types, :users, :subjects, :seqs) ON CONFLICT DO NOTHING RETURNING event_id"
+).bindparams(sa.bindparam("ids", type_=ARRAY(sa.Text)), sa.bindparam("types", type_=ARRAY(sa.Text)),
+             sa.bindparam("users", type_=ARRAY(UUID(as_uuid=True))), sa.bindparam("subjects", type_=ARRAY(sa.Text)),
+             sa.bindparam("seqs", type_=ARRAY(sa.BigInteger)))
+
+
 def claim_many(conn: sa.Connection, claims: list[tuple[dict, str, int | None]]) -> set[str]:
-    """Records these (event, subject, stream_seq) in one statement; returns the ids that were new."""
+    """Records these (event, subject, stream_seq) in one statement (arrays, not a bind per value); returns the ids
+    that were new."""
     if not claims:
         return set()
-    rows = [{"event_id": e["event_id"], "event_type": e["event_type"], "user_id": e["user_id"], "subject": subject,
-             "stream_seq": seq} for e, subject, seq in claims]
-    return set(conn.execute(insert(processed_events).values(rows).on_conflict_do_nothing()
-                            .returning(processed_events.c.event_id)).scalars())
+    return set(conn.execute(_claim_many, {
+        "ids": [e["event_id"] for e, _, _ in claims], "types": [e["event_type"] for e, _, _ in claims],
+        "users": [uuid.UUID(e["user_id"]) for e, _, _ in claims], "subjects": [subject for _, subject, _ in claims],
+        "seqs": [seq for _, _, seq in claims]}).scalars())
 
 
 # Events that change balances or locks other than by a trade: a set of fills is booked before one of these is applied.

@@ -6,6 +6,7 @@ sub-accounts queue instead of deadlocking; balances are updated relative to the 
 """
 
 import datetime as dt
+import json
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -165,9 +166,26 @@ def apply_many(conn: sa.Connection, accounts: dict[uuid.UUID, Account], bookings
     } for leg, balance in zip(booking.legs, per_leg_closing)] for i, (booking, per_leg_closing) in
         enumerate(zip(bookings, closings))]
     rows = [row for rows in booked for row in rows]
-    if rows:
-        conn.execute(sa.insert(transactions), rows)
+    values = {column: [row[column] for row in rows] for column in _INSERT_COLUMNS}
+    values["info"] = [json.dumps(info) for info in values["info"]]
+    conn.execute(_insert_many, values)
     return booked
+
+
+# One statement of arrays for any number of transactions: no per-row binds to compile, send and plan.
+_INSERT_TYPES = {"id": UUID(as_uuid=True), "timestamp": sa.DateTime(timezone=True), "user_id": UUID(as_uuid=True),
+                 "exchange_id": UUID(as_uuid=True), "sub_account_id": UUID(as_uuid=True), "direction": sa.Text,
+                 "reason": sa.Text, "amount": sa.Numeric, "closing_balance": sa.Numeric, "price": sa.Numeric,
+                 "quote_symbol": sa.Text, "trading_log_id": UUID(as_uuid=True), "event_id": sa.Text,
+                 "info": sa.Text}  # JSON text, cast to jsonb in SQL
+_INSERT_COLUMNS = list(_INSERT_TYPES)
+_COLUMN_LIST = ", ".join(f'"{column}"' for column in _INSERT_COLUMNS)
+_INFO = '"info"'
+_insert_many = sa.text(
+    f"INSERT INTO transactions ({_COLUMN_LIST}) "
+    f"SELECT {_COLUMN_LIST.replace(_INFO, _INFO + '::jsonb')} "
+    f"FROM unnest({', '.join(':' + c for c in _INSERT_COLUMNS)}) AS u({_COLUMN_LIST})"
+).bindparams(*(sa.bindparam(column, type_=ARRAY(kind)) for column, kind in _INSERT_TYPES.items()))
 
 
 def _plan(accounts: dict[uuid.UUID, Account], legs: list[Leg]):
