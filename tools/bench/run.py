@@ -127,7 +127,7 @@ def seed_rest_users(count: int, transactions_each: int) -> list[tuple[str, str]]
 
 
 def bench_rest(args, env: dict, workdir: Path) -> dict:
-    users = seed_rest_users(args.rest_users, 110)
+    users = seed_rest_users(args.rest_users, args.history)
     ours_port, ceiling_port = _free_port(), _free_port()
     ours = _start([sys.executable, "-m", "tools.cli", "serve", "--workers", "2"],
                   {**env, "HOST": "127.0.0.1", "PORT": str(ours_port)}, workdir / "serve.log")
@@ -146,7 +146,8 @@ def bench_rest(args, env: dict, workdir: Path) -> dict:
             runs = {"ours": [], "ceiling": []}
             for _ in range(args.rounds):  # alternate, so a noisy neighbour hurts both sides alike
                 for name, url in targets.items():
-                    runs[name].append(rest.run_wrk(url, script, args.rest_seconds, args.connections))
+                    runs[name].append(rest.run_load(url, script, args.rest_seconds, args.connections, users,
+                                                    operation))
             results[operation] = {name: rest.merge(r) for name, r in runs.items()}
         workers = _children(ours.pid)
         results["rss_mb"] = max((_peak_rss_mb(pid) for pid in workers), default=float("nan"))
@@ -212,7 +213,8 @@ def render(args, command: str, started: dt.datetime, figures: dict) -> str:
     lines = [
         "## Speed: ours beside the ceilings", "",
         f"- Date: {started:%Y-%m-%d %H:%M} UTC", f"- Machine: {report.machine()}", f"- Command: `{command}`",
-        f"- REST: wrk -t2 -c{args.connections}, {args.rounds} alternating rounds of {args.rest_seconds:g} s per "
+        f"- REST: {'wrk -t2' if rest.loader() == 'wrk' else 'a Python load generator (no wrk)'} "
+        f"-c{args.connections}, {args.rounds} alternating rounds of {args.rest_seconds:g} s per "
         f"target (the median round shown), {args.rest_users} users round-robin; `tiris serve` 2 workers vs the "
         "ceiling (tools/bench/ceiling_app.py: bare Flask, gunicorn 2 sync workers, same db/ calls and JWT check).",
         f"- Events: {args.fills} fills for {args.event_users} users published unpaced, `tiris consume` (defaults: "
@@ -257,6 +259,7 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rest-users", type=int, default=16)
+    parser.add_argument("--history", type=int, default=110, help="transactions per REST user (a full page)")
     parser.add_argument("--fills", type=int, default=15000)
     parser.add_argument("--event-users", type=int, default=200)
     parser.add_argument("--latency-seconds", type=float, default=10)
