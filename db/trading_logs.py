@@ -1,10 +1,12 @@
 """Trading logs. The business types move money through db.trades in the same transaction as the log row."""
 
 import datetime as dt
+import json
 import uuid
 from decimal import Decimal
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 
 from db import ledger, pagination, trades
 from db.access import Caller, readable_by
@@ -69,8 +71,27 @@ def create_trades(conn: sa.Connection, entries: list[tuple[Caller, dict, str | N
             raise ledger.Refused(i, error) from None
         bookings.append(ledger.Booking(legs, trading_log_id=uuid.uuid4(), event_id=event_id))
     booked = ledger.apply_many(conn, accounts, bookings)
-    conn.execute(sa.insert(trading_logs), [_values(caller, body, booking.trading_log_id, None, moved)
-                                           for (caller, body, _, _), booking, moved in zip(entries, bookings, booked)])
+    rows = [_values(caller, body, booking.trading_log_id, None, moved)
+            for (caller, body, _, _), booking, moved in zip(entries, bookings, booked)]
+    arrays = {column: [row.get(column) for row in rows] for column in _MANY_TYPES}
+    arrays["trade"] = [None if trade is None else json.dumps(trade) for trade in arrays["trade"]]
+    arrays["info"] = [json.dumps(info) for info in arrays["info"]]
+    arrays["transaction_ids"] = ["{" + ",".join(map(str, ids)) + "}" for ids in arrays["transaction_ids"]]
+    conn.execute(_insert_many, arrays)
+
+
+# One statement of arrays for any number of logs (JSON and id lists travel as text and are cast in SQL).
+_MANY_TYPES = {"id": UUID(as_uuid=True), "timestamp": sa.DateTime(timezone=True), "user_id": UUID(as_uuid=True),
+               "exchange_id": UUID(as_uuid=True), "sub_account_id": UUID(as_uuid=True), "type": sa.Text,
+               "source": sa.Text, "message": sa.Text, "trade": sa.Text, "amount": sa.Numeric,
+               "event_time": sa.DateTime(timezone=True), "transaction_ids": sa.Text, "info": sa.Text}
+_CASTS = {"trade": "::jsonb", "info": "::jsonb", "transaction_ids": "::uuid[]"}
+_QUOTED = [f'"{column}"' for column in _MANY_TYPES]
+_insert_many = sa.text(
+    f"INSERT INTO trading_logs ({', '.join(_QUOTED)}) "
+    f"SELECT {', '.join(quoted + _CASTS.get(column, '') for quoted, column in zip(_QUOTED, _MANY_TYPES))} "
+    f"FROM unnest({', '.join(':' + column for column in _MANY_TYPES)}) AS u({', '.join(_QUOTED)})"
+).bindparams(*(sa.bindparam(column, type_=ARRAY(kind)) for column, kind in _MANY_TYPES.items()))
 
 
 def _trade(body: dict, fee_asset: str) -> trades.Trade:
