@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test fuzz generate install clean bench-timeseries
+.PHONY: run test fuzz bench bench-timeseries generate install clean
 
 $(STAMP): pyproject.toml package-lock.json tools/timescale/package-lock.json
 	python3 -m venv $(VENV)
@@ -24,6 +24,11 @@ test: $(STAMP)
 # A longer property-based run of the contract (in-process and against `tiris serve`).
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),100) $(PY) -m pytest tests/test_schemathesis.py tests/test_schemathesis_live.py $(PYTEST_ARGS)
+
+# Our speed beside the ceilings, in one run (~5 min); writes the bench section of BENCHMARKS.md. Needs wrk.
+bench: $(STAMP)
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y wrk >/dev/null; } || { echo "bench: install wrk (apt-get install wrk)"; exit 1; }
+	$(PY) -m tools.bench.run $(BENCH_ARGS)
 
 # Latency of transaction pages and balance history at 10^5, 10^6, 10^7 rows; writes its section of BENCHMARKS.md.
 bench-timeseries: $(STAMP)

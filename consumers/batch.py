@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from consumers.contract import Channel
-from db import engine, events
+from db import engine, events, ledger
 from tiris.errors import ApiError
 
 log = logging.getLogger("tiris.consumer")
@@ -51,7 +51,7 @@ def parse(message: Incoming, channels: dict[str, Channel]) -> tuple[dict | None,
         payload = json.loads(message.data)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         return None, f"malformed JSON: {error}"
-    errors = sorted(channel.validator.iter_errors(payload), key=lambda e: list(map(str, e.absolute_path)))
+    errors = channel.errors(payload)
     if errors:
         problems = "; ".join(f"{'/'.join(map(str, e.absolute_path)) or '$'}: {e.message}" for e in errors[:10])
         return None, f"invalid {channel.model.__name__}: {problems}"
@@ -70,7 +70,9 @@ def process(batch: list[Incoming], channels: dict[str, Channel], consumer: str, 
     poison = {i: reason for i, (_, reason) in enumerate(parsed) if reason}
     for _ in range(len(batch) + 1):  # each round either commits or finds one more poison message
         try:
-            return _commit(batch, parsed, poison, consumer, attempt)
+            # The last attempt goes one event at a time, so a failure that is not a rule's names its event.
+            commit = _commit_in_sets if attempt < MAX_ATTEMPTS else _commit
+            return commit(batch, parsed, poison, consumer, attempt)
         except _Poison as found:
             poison[found.index] = found.reason
     raise RuntimeError("unreachable: every message was found poisonous")
@@ -112,5 +114,56 @@ def _commit(batch, parsed, poison: dict[int, str], consumer: str, attempt: int) 
                 log.error("event %s failed on its last attempt", event["event_id"], exc_info=error)
                 raise _Poison(i, f"failed after {attempt} attempts: {type(error).__name__}") from None
             stats["processed"] += 1
+        events.count(conn, consumer, **stats, pending=batch[-1].pending, last_stream_seq=batch[-1].stream_seq,
+                     last_processed_at=sa.func.now())
+
+
+def _commit_in_sets(batch, parsed, poison: dict[int, str], consumer: str, attempt: int) -> None:
+    """Like _commit, with the claims in one statement and each run of fills booked as one set.
+
+    Fills are gathered in stream order and booked together before any event that changes balances otherwise, so
+    every event still sees the balances its predecessors left. A refused fill is poison like in _commit.
+    """
+    stats: Counter = Counter()
+    with engine.transaction() as conn:
+        for i in sorted(poison):
+            message, event = batch[i], parsed[i][0]
+            kept = events.dead_letter(conn, event_id=(event or {}).get("event_id") or message.msg_id,
+                                      subject=message.subject, stream_seq=message.stream_seq,
+                                      payload=message.data.decode("utf-8", "replace"), reason=poison[i],
+                                      attempts=max(attempt, message.delivered))
+            stats["dead_lettered" if kept else "duplicates"] += 1
+        wanted = [i for i in range(len(batch)) if i not in poison]
+        new = events.claim_many(conn, [(parsed[i][0], batch[i].subject, batch[i].stream_seq) for i in wanted])
+        fills: list[int] = []
+
+        def book_fills() -> None:
+            try:
+                events.apply_fills(conn, [parsed[i][0] for i in fills])
+            except ledger.Refused as refused:
+                raise _Poison(fills[refused.index], f"{refused.error.code}: {refused.error.message}") from None
+            stats["processed"] += len(fills)
+            fills.clear()
+
+        for i in wanted:
+            event = parsed[i][0]
+            if event["event_id"] not in new:
+                stats["duplicates"] += 1
+                continue
+            new.discard(event["event_id"])  # a second copy in the same batch is a duplicate
+            if event["event_type"] == "orders.filled":
+                fills.append(i)
+                continue
+            if event["event_type"] in events.BALANCE_EVENTS and fills:
+                book_fills()
+            try:
+                stats.update(events.apply(conn, event))
+            except ApiError as refused:
+                if refused.status >= 500:
+                    raise
+                raise _Poison(i, f"{refused.code}: {refused.message}") from None
+            stats["processed"] += 1
+        if fills:
+            book_fills()
         events.count(conn, consumer, **stats, pending=batch[-1].pending, last_stream_seq=batch[-1].stream_seq,
                      last_processed_at=sa.func.now())

@@ -8,6 +8,7 @@ against the contract itself: pydantic's Decimal drops the decimal-string pattern
 from dataclasses import dataclass
 from pathlib import Path
 
+import jsonschema_rs
 import yaml
 from jsonschema import Draft7Validator, FormatChecker
 from pydantic import BaseModel
@@ -23,6 +24,13 @@ class Channel:
     prefix: str  # the subject without its last token, the user id: "trading.orders.filled"
     model: type[BaseModel]
     validator: Draft7Validator
+    fast: jsonschema_rs.Draft7Validator  # the same schema and format checks, compiled: ~100x faster
+
+    def errors(self, payload) -> list:
+        """What is wrong with the payload, most general first; the slow validator only words a refusal."""
+        if self.fast.is_valid(payload):
+            return []
+        return sorted(self.validator.iter_errors(payload), key=lambda e: list(map(str, e.absolute_path)))
 
     @property
     def event_type(self) -> str:
@@ -36,6 +44,22 @@ def _resolve(document: dict, ref: str) -> dict:
     return node
 
 
+def _inline(node, defs: dict, seen: tuple = ()):
+    """The schema with its local references replaced by what they name (a recursive one is left as a reference).
+
+    Same meaning (Draft 7 ignores a reference's siblings), but validation no longer resolves a reference for every
+    field of every event, which was most of the consumer's time spent checking payloads.
+    """
+    if isinstance(node, list):
+        return [_inline(item, defs, seen) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/") and ref not in seen:
+        return _inline(defs[ref.removeprefix("#/$defs/")], defs, (*seen, ref))
+    return {key: _inline(value, defs, seen) for key, value in node.items()}
+
+
 def load_channels() -> dict[str, Channel]:
     document = yaml.safe_load(ASYNCAPI.read_text())
     contract = merged_schemas()
@@ -46,6 +70,10 @@ def load_channels() -> dict[str, Channel]:
         for message in channel["messages"].values():
             message = _resolve(document, message["$ref"]) if "$ref" in message else message
             name = message["payload"]["$ref"].rsplit("/", 1)[-1]
-            schema = {"$defs": contract["$defs"], "$ref": f"#/$defs/{name}"}
-            channels[prefix] = Channel(prefix, getattr(models, name), Draft7Validator(schema, format_checker=checker))
+            schema = {"$defs": contract["$defs"], **_inline(contract["$defs"][name], contract["$defs"])}
+            # Formats are the one checker's in both, so both validators accept exactly the same payloads.
+            fast = jsonschema_rs.Draft7Validator(schema, validate_formats=True, formats={
+                name: (lambda value, name=name: checker.conforms(value, name)) for name in checker.checkers})
+            channels[prefix] = Channel(prefix, getattr(models, name), Draft7Validator(schema, format_checker=checker),
+                                       fast)
     return channels

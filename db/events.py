@@ -9,7 +9,7 @@ import uuid
 from decimal import Decimal
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import ARRAY, UUID, insert
 
 from db import ledger, trading_logs
 from db.access import Caller
@@ -29,13 +29,49 @@ def claim(conn: sa.Connection, event: dict, subject: str, stream_seq: int | None
         stream_seq=stream_seq).on_conflict_do_nothing().returning(processed_events.c.event_id)).first() is not None
 
 
+_claim_many = sa.text(
+    "INSERT INTO processed_events (event_id, event_type, user_id, subject, stream_seq) "
+    "SELECT * FROM unnest(:ids, :types, :users, :subjects, :seqs) ON CONFLICT DO NOTHING RETURNING event_id"
+).bindparams(sa.bindparam("ids", type_=ARRAY(sa.Text)), sa.bindparam("types", type_=ARRAY(sa.Text)),
+             sa.bindparam("users", type_=ARRAY(UUID(as_uuid=True))), sa.bindparam("subjects", type_=ARRAY(sa.Text)),
+             sa.bindparam("seqs", type_=ARRAY(sa.BigInteger)))
+
+
+def claim_many(conn: sa.Connection, claims: list[tuple[dict, str, int | None]]) -> set[str]:
+    """Records these (event, subject, stream_seq) in one statement (arrays, not a bind per value); returns the ids
+    that were new."""
+    if not claims:
+        return set()
+    return set(conn.execute(_claim_many, {
+        "ids": [e["event_id"] for e, _, _ in claims], "types": [e["event_type"] for e, _, _ in claims],
+        "users": [uuid.UUID(e["user_id"]) for e, _, _ in claims], "subjects": [subject for _, subject, _ in claims],
+        "seqs": [seq for _, _, seq in claims]}).scalars())
+
+
+# Events that change balances or locks other than by a trade: a set of fills is booked before one of these is applied.
+BALANCE_EVENTS = {"balance.updated", "balance.locked", "balance.unlocked"}
+
+
+def apply_fills(conn: sa.Connection, fills: list[dict]) -> None:
+    """Applies several orders.filled events at once, with the effects `apply` gives each, in their order.
+
+    Raises ledger.Refused with the index of the first fill found that can never take effect (nothing is written).
+    """
+    trading_logs.create_trades(conn, [(_owner(event), _fill_body(event), event["event_id"], event["fee_asset"])
+                                      for event in fills])
+
+
+def _owner(event: dict) -> Caller:
+    return Caller(id=uuid.UUID(event["user_id"]), role="user")
+
+
 def apply(conn: sa.Connection, event: dict) -> dict:
     """Makes the event's effects; raises ApiError (4xx) for an event that can never take effect.
 
     Returns counters for the consumer's state, e.g. {"balance_drifts": 1}.
     """
     kind = event["event_type"]
-    owner = Caller(id=uuid.UUID(event["user_id"]), role="user")
+    owner = _owner(event)
     if kind == "orders.filled":
         _fill(conn, owner, event)
     elif kind in NOTE_TYPES:
@@ -55,7 +91,12 @@ def _order_message(event: dict, verb: str) -> str:
 
 
 def _fill(conn, owner: Caller, event: dict) -> None:
-    trading_logs.create(conn, owner, {
+    trading_logs.create(conn, owner, _fill_body(event), event_id=event["event_id"], fee_asset=event["fee_asset"])
+
+
+def _fill_body(event: dict) -> dict:
+    """The fill as the trading log (TradeLogCreate) it books."""
+    return {
         "type": "long" if event["side"] == "buy" else "short", "source": "bot", "exchange_id": event["exchange_id"],
         "message": _order_message(event, "filled"), "event_time": event["timestamp"],
         "trade": {"base_sub_account_id": event["base_sub_account_id"],
@@ -63,7 +104,7 @@ def _fill(conn, owner: Caller, event: dict) -> None:
                   "volume": event["amount"], "price": event["price"], "fee": event["fee"]},
         "info": {"order_id": event["order_id"], "trade_id": event["trade_id"], "fee_asset": event["fee_asset"],
                  "bot": event["source"]},
-    }, event_id=event["event_id"], fee_asset=event["fee_asset"])
+    }
 
 
 def _note(conn, owner: Caller, event: dict, log_type: str) -> None:

@@ -67,13 +67,22 @@ def trade_legs(trade: Trade, quote_symbol: str) -> list[Leg]:
 def apply_trade(conn: sa.Connection, user_id: uuid.UUID, exchange_id: uuid.UUID, trade: Trade, *,
                 trading_log_id: uuid.UUID | None = None, event_id: str | None = None) -> list[dict]:
     """Locks both sub-accounts, checks them against the trade, and books its legs; returns the transactions."""
+    check_distinct(trade)
+    accounts = ledger.lock(conn, user_id, [trade.base_sub_account_id, trade.quote_sub_account_id])
+    return ledger.apply(conn, accounts, checked_legs(trade, accounts, exchange_id),
+                        trading_log_id=trading_log_id, event_id=event_id)
+
+
+def check_distinct(trade: Trade) -> None:
     if trade.base_sub_account_id == trade.quote_sub_account_id:
         raise Unprocessable("A trade needs two different sub-accounts.", code="SAME_SUB_ACCOUNT")
-    accounts = ledger.lock(conn, user_id, [trade.base_sub_account_id, trade.quote_sub_account_id])
+
+
+def checked_legs(trade: Trade, accounts: dict[uuid.UUID, Account], exchange_id: uuid.UUID) -> list[Leg]:
+    """The trade's legs once its (locked, owned) sub-accounts are checked against it."""
     base, quote = accounts[trade.base_sub_account_id], accounts[trade.quote_sub_account_id]
     _check_pair(trade, base, quote, exchange_id)
-    return ledger.apply(conn, accounts, trade_legs(trade, quote.symbol),
-                        trading_log_id=trading_log_id, event_id=event_id)
+    return trade_legs(trade, quote.symbol)
 
 
 def apply_transfer(conn: sa.Connection, user_id: uuid.UUID, sub_account_id: uuid.UUID, kind: str, amount: Decimal,

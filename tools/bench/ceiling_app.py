@@ -1,0 +1,52 @@
+"""The REST ceiling: the three benchmarked operations as bare Flask under gunicorn sync workers.
+
+Same SQL (it calls the same db/ functions), the same PyJWT check and user lookup (tiris.auth), the same JSON
+encoding of money and times; no Connexion, no request or response validation, no generated models. What we lose to
+it is what the framework costs us. Run: gunicorn 'tools.bench.ceiling_app:create_app()' --workers 2.
+"""
+
+import flask
+
+from db import engine, sub_accounts, transactions
+from tiris import auth, config, jsonify
+from tiris.errors import ApiError
+
+
+def _json(body, status: int = 200) -> flask.Response:
+    return flask.Response(jsonify.dumps(body), status=status, mimetype="application/json")
+
+
+def _caller():
+    header = flask.request.headers.get("Authorization", "")
+    return auth._caller(header.removeprefix("Bearer ").strip())
+
+
+def create_app() -> flask.Flask:
+    engine.configure(config.use(config.load()))
+    app = flask.Flask(__name__)
+
+    @app.errorhandler(ApiError)
+    def refused(error: ApiError):
+        return _json({"error": {"code": error.code, "message": error.message}}, error.status)
+
+    @app.get("/v1/sub-accounts/<sub_account_id>")
+    def get_sub_account(sub_account_id):
+        caller = _caller()
+        with engine.reading() as conn:
+            return _json(sub_accounts.get(conn, caller, sub_account_id))
+
+    @app.get("/v1/transactions")
+    def list_transactions():
+        caller = _caller()
+        with engine.reading() as conn:
+            rows, cursor = transactions.list_page(conn, caller, limit=int(flask.request.args.get("limit", 100)),
+                                                  cursor=flask.request.args.get("cursor"))
+        return _json({"items": rows, **({"next_cursor": cursor} if cursor else {})})
+
+    @app.post("/v1/sub-accounts/<sub_account_id>/deposit")
+    def deposit(sub_account_id):
+        caller = _caller()
+        with engine.transaction() as conn:
+            return _json(sub_accounts.move(conn, caller, sub_account_id, "deposit", flask.request.get_json()), 201)
+
+    return app

@@ -1,0 +1,163 @@
+"""Event figures: fills/s publish -> commit through `tiris consume`, p99 publish -> commit latency at half that rate,
+and the ceiling: the same rows written by batched inserts straight from Python.
+
+Commit times are observed, not inferred: a watcher polls processed_events for rows that became visible. It reads
+only rows claimed by transactions that were still open at its previous poll (processed_at is the claiming
+transaction's start, and pg_stat_activity says the oldest open one), so each poll is small and no commit is missed.
+Its resolution is the poll interval (10 ms).
+"""
+
+import asyncio
+import datetime as dt
+import json
+import threading
+import time
+import uuid
+from decimal import Decimal
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from db import trades
+from tools import simulate_bot
+
+POLL = 0.01
+OLDEST_OPEN = ("SELECT least(clock_timestamp(), min(xact_start)) FROM pg_stat_activity "
+               "WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL")
+
+
+class CommitWatcher(threading.Thread):
+    """Records when each event id is first seen committed in processed_events (time.time())."""
+
+    def __init__(self, conninfo: str):
+        super().__init__(daemon=True)
+        self.conn = psycopg.connect(conninfo, autocommit=True)
+        self.low = self.conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        self.seen: dict[str, float] = {}
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            next_low = self.conn.execute(OLDEST_OPEN).fetchone()[0]
+            rows = self.conn.execute("SELECT event_id FROM processed_events WHERE processed_at >= %s",
+                                     (self.low,)).fetchall()
+            now = time.time()
+            for (event_id,) in rows:
+                self.seen.setdefault(event_id, now)
+            self.low = next_low
+            time.sleep(POLL)
+
+    def wait_for(self, ids: set[str], timeout: float) -> float:
+        """Blocks until every id is seen; returns the last one's commit time."""
+        deadline = time.monotonic() + timeout
+        while not ids.issubset(self.seen.keys()):
+            if time.monotonic() > deadline:
+                missing = len(ids - self.seen.keys())
+                raise TimeoutError(f"{missing} of {len(ids)} events not committed within {timeout:.0f} s")
+            time.sleep(0.05)
+        return max(self.seen[i] for i in ids)
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join()
+        self.conn.close()
+
+
+def fills(plan: list[dict], count: int, seed: int) -> list[simulate_bot.Event]:
+    return simulate_bot.build_events(plan, count=count, mix={"orders.filled": 1}, seed=seed)
+
+
+async def _publish(nats_url: str, events: list[simulate_bot.Event], rate: float) -> dict[str, float]:
+    """Publishes in order at `rate`/s (0: unpaced); returns event id -> publish time (time.time())."""
+    import nats
+
+    nc = await nats.connect(nats_url)
+    js, futures, sent = nc.jetstream(), [], {}
+    started = time.monotonic()
+    try:
+        for i, event in enumerate(events):
+            if rate > 0 and (ahead := started + i / rate - time.monotonic()) > 0:
+                await asyncio.sleep(ahead)
+            sent[event.headers["Nats-Msg-Id"]] = time.time()
+            futures.append(await js.publish_async(event.subject, event.data, headers=dict(event.headers)))
+        await asyncio.gather(*futures)
+    finally:
+        await nc.close()
+    return sent
+
+
+def throughput(nats_url: str, watcher: CommitWatcher, events, timeout: float) -> dict:
+    """All events published unpaced; fills/s from the first publish to the last commit."""
+    sent = asyncio.run(_publish(nats_url, events, 0))
+    published_at = max(sent.values())
+    last_commit = watcher.wait_for(set(sent), timeout)
+    first = min(sent.values())
+    return {"events": len(events), "fills_per_s": len(events) / (last_commit - first),
+            "publish_per_s": len(events) / max(published_at - first, 1e-9), "seconds": last_commit - first}
+
+
+def latency(nats_url: str, watcher: CommitWatcher, events, rate: float, timeout: float) -> dict:
+    sent = asyncio.run(_publish(nats_url, events, rate))
+    watcher.wait_for(set(sent), timeout)
+    delays = sorted((watcher.seen[i] - t) * 1000 for i, t in sent.items())
+    return {"events": len(events), "rate": rate, "p50_ms": delays[len(delays) // 2],
+            "p99_ms": delays[min(len(delays) - 1, int(len(delays) * 0.99))], "max_ms": delays[-1]}
+
+
+def _rows(batch: list[dict], balances: dict[uuid.UUID, Decimal], symbols: dict[uuid.UUID, str], stream_seq: int):
+    """The rows the consumer writes for these fills: claims, logs, legs, balance changes."""
+    claims, logs, legs = [], [], []
+    now = dt.datetime.now(dt.timezone.utc)
+    for n, e in enumerate(batch):
+        buy = e["side"] == "buy"
+        base, quote = uuid.UUID(e["base_sub_account_id"]), uuid.UUID(e["quote_sub_account_id"])
+        log_id = uuid.uuid4()
+        trade = trades.Trade(kind="long" if buy else "short", base_sub_account_id=base, quote_sub_account_id=quote,
+                             volume=Decimal(e["amount"]), price=Decimal(e["price"]), fee=Decimal(e["fee"]))
+        tx_ids = []
+        for leg in trades.trade_legs(trade, symbols[quote]):
+            balances[leg.sub_account_id] += leg.delta
+            tx_ids.append(uuid.uuid4())
+            legs.append((tx_ids[-1], now, e["user_id"], e["exchange_id"], leg.sub_account_id, leg.direction,
+                         leg.reason, leg.amount, balances[leg.sub_account_id], leg.price, leg.quote_symbol, log_id,
+                         e["event_id"], Jsonb({})))
+        claims.append((e["event_id"], e["event_type"], e["user_id"], f"trading.orders.filled.{e['user_id']}",
+                       stream_seq + n))
+        logs.append((log_id, now, e["timestamp"], e["user_id"], e["exchange_id"], trade.kind, "bot",
+                     f"{e['side']} {e['amount']} {e['symbol']} order {e['order_id']} filled",
+                     Jsonb({"base_sub_account_id": e["base_sub_account_id"], "symbol": e["symbol"],
+                            "quote_sub_account_id": e["quote_sub_account_id"], "volume": e["amount"],
+                            "price": e["price"], "fee": e["fee"]}), tx_ids,
+                     Jsonb({"order_id": e["order_id"], "trade_id": e["trade_id"], "fee_asset": e["fee_asset"]})))
+    return claims, logs, legs
+
+
+def ceiling(conninfo: str, events, batch_size: int) -> dict:
+    """The same rows as the consumer writes, by batched inserts in one process: the most the database gives."""
+    payloads = [json.loads(event.data) for event in events]
+    started = time.monotonic()
+    with psycopg.connect(conninfo) as conn:
+        for start in range(0, len(payloads), batch_size):
+            batch = payloads[start:start + batch_size]
+            with conn.transaction():
+                ids = sorted({uuid.UUID(e[k]) for e in batch for k in ("base_sub_account_id", "quote_sub_account_id")})
+                locked = conn.execute("SELECT id, balance, symbol FROM sub_accounts WHERE id = ANY(%s) ORDER BY id "
+                                      "FOR UPDATE", (ids,)).fetchall()
+                balances = {row[0]: row[1] for row in locked}
+                opening = dict(balances)
+                claims, logs, legs = _rows(batch, balances, {row[0]: row[2] for row in locked}, start)
+                with conn.cursor() as cur:
+                    cur.executemany("INSERT INTO processed_events (event_id, event_type, user_id, subject, stream_seq)"
+                                    " VALUES (%s, %s, %s, %s, %s)", claims)
+                    cur.execute("UPDATE sub_accounts AS s SET balance = s.balance + d.delta, updated_at = now() "
+                                "FROM unnest(%s::uuid[], %s::numeric[]) AS d(id, delta) WHERE s.id = d.id",
+                                (list(balances), [balances[i] - opening[i] for i in balances]))
+                    cur.executemany("INSERT INTO trading_logs (id, timestamp, event_time, user_id, exchange_id, type,"
+                                    " source, message, trade, transaction_ids, info) VALUES "
+                                    "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", logs)
+                    cur.executemany("INSERT INTO transactions (id, timestamp, user_id, exchange_id, sub_account_id, "
+                                    "direction, reason, amount, closing_balance, price, quote_symbol, trading_log_id,"
+                                    " event_id, info) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                                    legs)
+    seconds = time.monotonic() - started
+    return {"events": len(payloads), "fills_per_s": len(payloads) / seconds, "seconds": seconds}

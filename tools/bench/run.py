@@ -1,0 +1,302 @@
+"""`make bench`: one run, ours beside the ceilings, on a fresh database; writes the bench section of BENCHMARKS.md.
+
+  python -m tools.bench.run [--rest-seconds 5] [--rounds 2] [--fills 15000] [--latency-seconds 10]
+
+The machine is shared and noisy, so nothing is compared across runs: each figure has its ceiling measured minutes
+apart in the same run, and the REST targets are loaded in alternating rounds.
+"""
+
+import argparse
+import base64
+import datetime as dt
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psycopg
+from sqlalchemy.engine import make_url
+
+from tools import localnats
+from tools.bench import events as event_bench
+from tools.bench import report, rest
+
+ROOT = Path(__file__).resolve().parents[2]
+GOALS = {"rest_ratio": 0.6, "fills_per_s": 5000, "events_ratio": 0.5, "p99_ms": 250, "rss_mb": 150}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """VmHWM: the most resident memory the process ever had."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+class Database:
+    """A fresh, migrated database of its own, dropped afterwards."""
+
+    def __init__(self, server_url: str):
+        url = make_url(server_url)
+        self.name = f"tiris_bench_{os.getpid()}_{secrets.token_hex(3)}"
+        self.admin = dict(host=url.host, port=url.port or 5432, user=url.username, password=url.password)
+        self.url = url.set(database=self.name).render_as_string(hide_password=False)
+        self.conninfo = psycopg.conninfo.make_conninfo(dbname=self.name, **{k: v for k, v in self.admin.items() if v})
+
+    def __enter__(self):
+        with psycopg.connect(dbname="postgres", autocommit=True, **{k: v for k, v in self.admin.items() if v}) as c:
+            c.execute(f'CREATE DATABASE "{self.name}"')
+        from tools.cli import _migrate
+
+        _migrate(self.url)
+        return self
+
+    def __exit__(self, *exc):
+        with psycopg.connect(dbname="postgres", autocommit=True, **{k: v for k, v in self.admin.items() if v}) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+def _start(argv: list[str], env: dict, log: Path) -> subprocess.Popen:
+    with open(log, "wb") as out:  # its own session: stopping it stops its workers and nothing else
+        return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _wait_http(url: str, headers: dict, process: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{process.args} exited while starting:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, headers=headers, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{url} not ready in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def seed_rest_users(count: int, transactions_each: int) -> list[tuple[str, str]]:
+    """Users with one funded sub-account and a page of history each; returns (token, sub-account id)."""
+    from db import engine, exchanges, ledger, sub_accounts, users
+    from db.access import Caller
+    from tiris import auth
+
+    tag, found = secrets.token_hex(3), []
+    for n in range(count):
+        with engine.transaction() as conn:
+            user = users.ensure(conn, f"bench-{tag}-{n}@example.com")
+            caller = Caller(id=user["id"], role="user")
+            exchange = exchanges.create(conn, caller, {
+                "name": "bench", "type": "simulator", "api_key": uuid.uuid4().hex, "api_secret": secrets.token_hex(16)})
+            account = sub_accounts.create(conn, caller, {"exchange_id": exchange["id"], "name": "USDT",
+                                                         "symbol": "USDT", "balance": "1000"})
+            for _ in range(transactions_each):
+                locked = ledger.lock(conn, user["id"], [account["id"]])
+                ledger.apply(conn, locked, [ledger.Leg(account["id"], "credit", ledger.QUANTUM * 1000, "deposit")])
+        found.append((auth.mint(user["id"], ttl=3600), str(account["id"])))
+    return found
+
+
+def bench_rest(args, env: dict, workdir: Path) -> dict:
+    users = seed_rest_users(args.rest_users, args.history)
+    ours_port, ceiling_port = _free_port(), _free_port()
+    ours = _start([sys.executable, "-m", "tools.cli", "serve", "--workers", "2"],
+                  {**env, "HOST": "127.0.0.1", "PORT": str(ours_port)}, workdir / "serve.log")
+    ceiling = _start([sys.executable, "-m", "gunicorn", "tools.bench.ceiling_app:create_app()", "--workers", "2",
+                      "--worker-class", "sync", "--bind", f"127.0.0.1:{ceiling_port}", "--chdir", str(ROOT),
+                      "--no-control-socket"], env, workdir / "ceiling.log")
+    auth = {"Authorization": f"Bearer {users[0][0]}"}
+    try:
+        _wait_http(f"http://127.0.0.1:{ours_port}/health/ready", {}, ours, workdir / "serve.log")
+        _wait_http(f"http://127.0.0.1:{ceiling_port}/v1/sub-accounts/{users[0][1]}", auth, ceiling,
+                   workdir / "ceiling.log")
+        targets = {"ours": f"http://127.0.0.1:{ours_port}", "ceiling": f"http://127.0.0.1:{ceiling_port}"}
+        results = {}
+        for operation in rest.OPERATIONS:
+            script = rest.write_script(workdir, operation, users)
+            runs = {"ours": [], "ceiling": []}
+            for _ in range(args.rounds):  # alternate, so a noisy neighbour hurts both sides alike
+                for name, url in targets.items():
+                    runs[name].append(rest.run_load(url, script, args.rest_seconds, args.connections, users,
+                                                    operation))
+            results[operation] = {name: rest.merge(r) for name, r in runs.items()}
+        workers = _children(ours.pid)
+        results["rss_mb"] = max((_peak_rss_mb(pid) for pid in workers), default=float("nan"))
+        return results
+    finally:
+        _stop(ours)
+        _stop(ceiling)
+
+
+def bench_events(args, env: dict, database: Database, workdir: Path) -> dict:
+    from tools import simulate_bot
+
+    nats_port = _free_port()
+    nats = localnats.start(nats_port, workdir / "nats")
+    env = {**env, "NATS_URL": f"nats://127.0.0.1:{nats_port}"}
+    consumer = _start([sys.executable, "-m", "tools.cli", "consume"], env, workdir / "consume.log")
+    watcher = None
+    try:
+        plan = simulate_bot.setup(args.event_users)
+        with psycopg.connect(database.conninfo, autocommit=True) as conn:  # it owns its partitions: ready
+            deadline = time.monotonic() + 60
+            while conn.execute("SELECT count(*) FROM consumer_state WHERE seen_at IS NOT NULL").fetchone()[0] == 0:
+                if consumer.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"tiris consume did not start:\n{(workdir / 'consume.log').read_text()[-3000:]}")
+                time.sleep(0.2)
+        watcher = event_bench.CommitWatcher(database.conninfo)
+        watcher.start()
+        nats_url = env["NATS_URL"]
+        result = {"throughput": event_bench.throughput(
+            nats_url, watcher, event_bench.fills(plan, args.fills, seed=1), timeout=args.timeout)}
+        half = result["throughput"]["fills_per_s"] / 2
+        count = max(50, int(half * args.latency_seconds))
+        result["latency"] = event_bench.latency(nats_url, watcher, event_bench.fills(plan, count, seed=2), half,
+                                                timeout=args.timeout)
+        result["rss_mb"] = _peak_rss_mb(consumer.pid)
+    finally:
+        if watcher:
+            watcher.stop()
+        _stop(consumer)
+        nats.terminate()
+        nats.wait(timeout=20)
+    result["ceiling"] = event_bench.ceiling(database.conninfo, event_bench.fills(plan, args.fills, seed=3),
+                                            args.batch)
+    return result
+
+
+def ledger_consistent(conninfo: str) -> bool:
+    """Every balance equals its credits minus debits, and every leg's closing balance is on the books."""
+    with psycopg.connect(conninfo) as conn:
+        drifted = conn.execute(
+            "SELECT count(*) FROM sub_accounts s WHERE s.balance <> (SELECT coalesce(sum(CASE t.direction "
+            "WHEN 'credit' THEN t.amount ELSE -t.amount END), 0) FROM transactions t WHERE t.sub_account_id = s.id)"
+        ).fetchone()[0]
+    return drifted == 0
+
+
+def _met(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def render(args, command: str, started: dt.datetime, figures: dict) -> str:
+    rest_figures, ev = figures["rest"], figures["events"]
+    lines = [
+        "## Speed: ours beside the ceilings", "",
+        f"- Date: {started:%Y-%m-%d %H:%M} UTC", f"- Machine: {report.machine()}", f"- Command: `{command}`",
+        f"- REST: {'wrk -t2' if rest.loader() == 'wrk' else 'a Python load generator (no wrk)'} "
+        f"-c{args.connections}, {args.rounds} alternating rounds of {args.rest_seconds:g} s per "
+        f"target (the median round shown), {args.rest_users} users round-robin; `tiris serve` 2 workers vs the "
+        "ceiling (tools/bench/ceiling_app.py: bare Flask, gunicorn 2 sync workers, same db/ calls and JWT check).",
+        f"- Events: {args.fills} fills for {args.event_users} users published unpaced, `tiris consume` (defaults: "
+        f"{args.batch} per batch); latency at half the measured rate; the ceiling writes the same rows by "
+        "batched inserts from one Python process.", "",
+        "| Figure | Ours | Ceiling | Ratio | Goal | Met |", "|---|---|---|---|---|---|",
+    ]
+    for operation in rest.OPERATIONS:
+        ours, top = rest_figures[operation]["ours"], rest_figures[operation]["ceiling"]
+        ratio = ours["rps"] / top["rps"]
+        errors = ours["non_2xx"] + ours["socket_errors"] + top["non_2xx"] + top["socket_errors"]
+        lines.append(f"| {operation} req/s (p50 / p99 ms) | {ours['rps']:.0f} ({ours['p50_ms']:.1f} / "
+                     f"{ours['p99_ms']:.1f}) | {top['rps']:.0f} ({top['p50_ms']:.1f} / {top['p99_ms']:.1f}) | "
+                     f"{ratio:.2f} | ≥ {GOALS['rest_ratio']} | {_met(ratio >= GOALS['rest_ratio'])}"
+                     + (f" ({errors} failed)" if errors else "") + " |")
+    tput, top = ev["throughput"]["fills_per_s"], ev["ceiling"]["fills_per_s"]
+    lat = ev["latency"]
+    events_met = tput >= GOALS["fills_per_s"] and tput / top >= GOALS["events_ratio"]
+    lines += [
+        f"| Fills/s, publish → commit | {tput:.0f} | {top:.0f} | {tput / top:.2f} | ≥ {GOALS['fills_per_s']} "
+        f"and ≥ {GOALS['events_ratio']} | {_met(events_met)} |",
+        f"| Publish → commit latency at {lat['rate']:.0f}/s, p50 / p99 ms | {lat['p50_ms']:.0f} / {lat['p99_ms']:.0f} "
+        f"| | | p99 < {GOALS['p99_ms']} | {_met(lat['p99_ms'] < GOALS['p99_ms'])} |",
+        f"| Peak RSS, API worker (MB) | {rest_figures['rss_mb']:.0f} | | | < {GOALS['rss_mb']} | "
+        f"{_met(rest_figures['rss_mb'] < GOALS['rss_mb'])} |",
+        f"| Peak RSS, consumer (MB) | {ev['rss_mb']:.0f} | | | < {GOALS['rss_mb']} | "
+        f"{_met(ev['rss_mb'] < GOALS['rss_mb'])} |",
+        "", f"Publisher rate while unpaced: {ev['throughput']['publish_per_s']:.0f} events/s. "
+        f"Ledger consistent afterwards (balance = credits − debits on every sub-account): "
+        f"{'yes' if figures['ledger_consistent'] else 'NO'}.",
+    ]
+    if args.note and Path(args.note).exists():
+        lines += ["", Path(args.note).read_text().strip()]
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m tools.bench.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--server-url", default=os.environ.get("BENCH_POSTGRES_URL",
+                                                               "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--rest-seconds", type=float, default=5)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rest-users", type=int, default=16)
+    parser.add_argument("--history", type=int, default=110, help="transactions per REST user (a full page)")
+    parser.add_argument("--fills", type=int, default=15000)
+    parser.add_argument("--event-users", type=int, default=200)
+    parser.add_argument("--latency-seconds", type=float, default=10)
+    parser.add_argument("--batch", type=int, default=500, help="the ceiling's batch (the consumer's default)")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for the events to commit")
+    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--note", default=str(ROOT / "tools" / "bench" / "NOTE.md"),
+                        help="a hand-written analysis appended to the section (where the time goes)")
+    parser.add_argument("--skip-rest", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    started = dt.datetime.now(dt.timezone.utc)
+    env = {**os.environ, "JWT_SECRET": secrets.token_urlsafe(48),
+           "ENCRYPTION_KEYS": "bench:" + base64.b64encode(secrets.token_bytes(32)).decode(),
+           "API_KEY_HASH_KEY": base64.b64encode(secrets.token_bytes(32)).decode(), "LOG_LEVEL": "WARNING"}
+    with Database(args.server_url) as database, tempfile.TemporaryDirectory(prefix="tiris-bench-") as tmp:
+        env["DATABASE_URL"] = database.url
+        os.environ.update({k: env[k] for k in ("JWT_SECRET", "ENCRYPTION_KEYS", "API_KEY_HASH_KEY", "DATABASE_URL")})
+        from db import engine
+        from tiris import config
+
+        engine.configure(config.use(config.load()))
+        figures = {}
+        if not args.skip_rest:
+            figures["rest"] = bench_rest(args, env, Path(tmp))
+        figures["events"] = bench_events(args, env, database, Path(tmp))
+        figures["ledger_consistent"] = ledger_consistent(database.conninfo)
+        engine.engine().dispose()
+    if not args.skip_rest:
+        report.write(args.output, render(args, "make bench", started, figures))
+    print(figures)
+    return figures
+
+
+if __name__ == "__main__":
+    main()
