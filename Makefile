@@ -10,6 +10,8 @@ $(STAMP): pyproject.toml package-lock.json
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	npm ci --no-audit --no-fund
+	@# The rate-limit tests share counters between workers through a private redis-server.
+	command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -70,8 +70,12 @@ def handler_name(operation_id: str) -> str:
 
 
 class SnakeCaseResolver(Resolver):
+    @staticmethod
+    def name_of(controller: str, operation_id: str) -> str:
+        return f"{controller}.{handler_name(operation_id)}"
+
     def resolve_operation_id(self, operation) -> str:
-        return f"{operation.router_controller}.{handler_name(operation.operation_id)}"
+        return self.name_of(operation.router_controller, operation.operation_id)
 
 
 def create_app(settings: config.Settings | None = None) -> connexion.FlaskApp:
@@ -79,14 +83,15 @@ def create_app(settings: config.Settings | None = None) -> connexion.FlaskApp:
     logs.setup(settings.log_level)
     metrics.watch_pool(engine.configure(settings), settings.db_pool_size)
     spec_paths = yaml.safe_load(SPEC.read_text())["paths"]
-    by_id = operations.by_id(spec_paths)
+    by_handler = operations.by_handler(spec_paths, lambda operation: SnakeCaseResolver.name_of(
+        operation["x-openapi-router-controller"], operation["operationId"]))
     app = connexion.FlaskApp(__name__, jsonifier=jsonify.JSONIFIER)
     app.add_api(SPEC, resolver=SnakeCaseResolver(), validator_map=VALIDATOR_MAP, strict_validation=True,
                 swagger_ui_options=SwaggerUIOptions(spec_path="/v1/openapi.json", swagger_ui_path="/v1/ui"))
     error_handlers.register(app, spec_paths)
     # Each add at BEFORE_EXCEPTION lands inside the ones added before it.
     app.add_middleware(RequestIdMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
-    app.add_middleware(web.RequestObserver, position=MiddlewarePosition.BEFORE_EXCEPTION, operations=by_id,
+    app.add_middleware(web.RequestObserver, position=MiddlewarePosition.BEFORE_EXCEPTION, operations=by_handler,
                        timeout=settings.request_timeout)
     app.add_middleware(web.SecurityHeaders, position=MiddlewarePosition.BEFORE_EXCEPTION)
     if settings.cors_origins:
@@ -96,6 +101,6 @@ def create_app(settings: config.Settings | None = None) -> connexion.FlaskApp:
                            expose_headers=["X-Request-ID", "Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining",
                                            "X-RateLimit-Reset"], max_age=600)
     app.add_middleware(ratelimit.RateLimitMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION,
-                       operations=by_id, settings=settings)
+                       operations=by_handler, settings=settings)
     app.add_middleware(ControlCharacterGuard, position=MiddlewarePosition.BEFORE_ROUTING)
     return app

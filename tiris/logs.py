@@ -37,7 +37,7 @@ def redact(value):
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = {"time": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
-                "level": record.levelname, "logger": record.name, "message": redact_text(record.getMessage())}
+                "level": record.levelname, "logger": record.name, "pid": record.process, "message": redact_text(record.getMessage())}
         if (current := trace_id.get()) is not None:
             line["trace_id"] = current
         line.update(redact({k: v for k, v in vars(record).items() if k not in _STANDARD}))
