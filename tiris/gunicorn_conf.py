@@ -1,8 +1,11 @@
 """gunicorn settings that need code: JSON logs for the master too, and metrics files of dead workers dropped."""
 
+import logging
 import os
 
 from prometheus_client import multiprocess
+
+logging.captureWarnings(True)  # a library's warning is a log line like any other, not raw text on stderr
 
 loglevel = os.environ.get("LOG_LEVEL", "INFO").lower()
 logconfig_dict = {
