@@ -11,7 +11,7 @@ import jwt
 
 from db import engine, users
 from db.access import Caller
-from tiris import config
+from tiris import cache, config
 from tiris.errors import Forbidden, Unauthorized
 
 ALGORITHM = "HS256"
@@ -36,11 +36,15 @@ def _caller(token: str) -> Caller:
         raise Unauthorized("The bearer token is invalid or expired.", code="INVALID_TOKEN") from None
     if claims.get("type", "access") != "access":
         raise Unauthorized("The bearer token is not an access token.", code="INVALID_TOKEN")
-    with engine.reading() as conn:
-        row = users.credentials(conn, user_id)
+    row = cache.get("users", str(user_id), lambda: _credentials(user_id))
     if row is None or row.status != "active":
         raise Unauthorized("This account is disabled or no longer exists.", code="ACCOUNT_DISABLED")
     return Caller(id=row.id, role=row.role)
+
+
+def _credentials(user_id: uuid.UUID):
+    with engine.reading() as conn:
+        return users.credentials(conn, user_id)
 
 
 def user_from_token(token: str) -> dict:

@@ -47,6 +47,7 @@ class Settings:
     cors_origins: tuple[str, ...]
     request_timeout: int
     consumer_metrics_port: int
+    cache_ttl: int
 
 
 def _dev_secrets() -> dict[str, str]:
@@ -173,6 +174,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         cors_origins=tuple(o.strip() for o in env.get("CORS_ORIGINS", "").split(",") if o.strip()),
         request_timeout=integer("REQUEST_TIMEOUT", 30, 1, 600),
         consumer_metrics_port=integer("CONSUMER_METRICS_PORT", 0, 0, 65535),
+        cache_ttl=integer("CACHE_TTL", 60, 0, 3600),
     )
     if settings.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         problems.append(f"LOG_LEVEL={settings.log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")

@@ -38,6 +38,9 @@ CONSUMER_LAG = Gauge("tiris_consumer_lag_events", "Events in the stream not yet 
 CONSUMER_BATCH_SECONDS = Histogram("tiris_consumer_batch_duration_seconds", "Time to apply and commit one batch",
                                    ["consumer"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
+# Caches (tiris.cache).
+CACHE_LOOKUPS = Counter("tiris_cache_lookups_total", "Cache lookups by result", ["cache", "result"])
+
 # Business.
 TRADES = Counter("tiris_trades_total", "Trades recorded through the API (trading logs of a trade type)")
 DEPOSITS = Counter("tiris_deposits_total", "Deposits to sub-accounts through the API")
