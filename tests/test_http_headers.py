@@ -75,3 +75,31 @@ def test_rate_limit_headers_on_every_authenticated_v1_response(api, client):
 def test_cors_origins_rejects_a_wildcard(service_env):
     with pytest.raises(config.ConfigError, match="CORS_ORIGINS"):
         create_app(config.load({**service_env, "CORS_ORIGINS": "*"}))
+
+
+def test_a_request_over_request_timeout_gets_a_503_in_the_error_format(service_env, make_api):
+    """The handler waits on a table lock held here; the answer comes after REQUEST_TIMEOUT regardless."""
+    import time
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from tests.helpers import create_exchange, create_sub_account
+    from tiris import config as tiris_config
+
+    api = make_api()
+    account = create_sub_account(api, create_exchange(api)["id"], "USDT")
+    url = make_url(service_env["DATABASE_URL"])
+    short = tiris_config.load({**service_env, "REQUEST_TIMEOUT": "1"})
+    with create_app(short).test_client() as client, psycopg.connect(
+            host=url.host, port=url.port or 5432, user=url.username, dbname=url.database) as locker:
+        locker.execute("LOCK TABLE sub_accounts IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        response = client.get(f"/v1/sub-accounts/{account['id']}", headers={
+            "Authorization": f"Bearer {api.token}", "X-Request-ID": "slow-1"})
+        elapsed = time.monotonic() - started
+        locker.rollback()
+    assert response.status_code == 503, response.text
+    error = response.json()["error"]
+    assert error["code"] == "REQUEST_TIMEOUT" and error["trace_id"] == "slow-1"
+    assert 1 <= elapsed < 5
