@@ -127,3 +127,19 @@ def test_consumer_exposes_its_metrics_and_logs_one_json_line_per_batch(make_api,
 
 class _Empty:
     samples: list = []
+
+
+def test_log_lines_redact_secret_fields_and_bearer_tokens():
+    import logging
+
+    from tiris import logs
+
+    record = logging.LogRecord("tiris.test", logging.INFO, __file__, 1, "sent Authorization: Bearer %s with %s",
+                               ("eyJhbGciOi.secret.sig", '{"api_secret": "s3cr3t-value"}'), None)
+    record.headers = {"Authorization": "Bearer eyJhbGciOi.secret.sig", "accept": "application/json"}
+    record.body = {"name": "Main", "api_key": "AKIA1234", "nested": [{"refresh_token": "rt-1"}]}
+    line = json.loads(logs.JsonFormatter().format(record))
+    text = json.dumps(line)
+    for secret in ("eyJhbGciOi.secret.sig", "s3cr3t-value", "AKIA1234", "rt-1"):
+        assert secret not in text, text
+    assert line["headers"]["accept"] == "application/json" and line["body"]["name"] == "Main"

@@ -19,6 +19,7 @@ from tiris import config
 from tiris.errors import ApiError
 
 log = logging.getLogger("tiris.ratelimit")
+CLASSES = ("api", "trading", "auth")  # the values of `x-rate-limit`; each has its own setting
 
 
 class RateLimited(ApiError):
@@ -124,8 +125,8 @@ class RateLimitMiddleware:
     def __init__(self, app, operations: dict, settings: config.Settings):
         self.app = app
         self.operations = operations
-        self.limits = {"api": settings.rate_limit_api, "trading": settings.rate_limit_trading,
-                       "auth": settings.rate_limit_auth}
+        self.limits = dict(zip(CLASSES, (settings.rate_limit_api, settings.rate_limit_trading,
+                                         settings.rate_limit_auth)))
         self.store = store_for(settings)
 
     async def __call__(self, scope, receive, send):
