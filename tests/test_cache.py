@@ -66,3 +66,18 @@ def test_disabled_user_refused_at_once_by_every_worker(live_server, settings):  
                           headers={"Authorization": f"Bearer {admin_token}"})
     assert response.status_code == 200
     assert [get_me() for _ in range(10)] == [401] * 10
+
+
+def test_invalidating_a_user_drops_their_entries_for_every_session(make_api):
+    _wait_listening()
+    users_cache, loads = cache.caches["users"], []
+
+    def lookups():
+        for key in ("u1:s1", "u1:s2", "u10:s1"):
+            users_cache.get(key, lambda key=key: loads.append(key) or key)
+
+    lookups()
+    lookups()  # all three served from the cache
+    users_cache.invalidate("u1")
+    lookups()
+    assert loads == ["u1:s1", "u1:s2", "u10:s1", "u1:s1", "u1:s2"]

@@ -57,12 +57,14 @@ class Cache:
         return value
 
     def invalidate(self, key: str | None = None) -> None:
+        """Drops `key` and the keys under it (`key:...`, e.g. a user's entries per token session); None: all."""
         with self.lock:
             self.generation += 1
             if key is None:
                 self.entries.clear()
             else:
-                self.entries.pop(key, None)
+                for stale in [k for k in self.entries if k == key or k.startswith(key + ":")]:
+                    del self.entries[stale]
 
 
 caches: dict[str, Cache] = {}
