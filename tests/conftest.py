@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 
 from db import engine as db_engine
 from db import users
-from tiris import auth, config
+from tiris import auth, cache, config
 from tools import localnats, localpg
 from tools.cli import _migrate
 
@@ -86,6 +86,7 @@ def settings(service_env):
     settings = config.use(config.load(service_env))
     db_engine.configure(settings)
     yield settings
+    cache.stop()  # its listener must not outlive the test's database
     db_engine.engine().dispose()
 
 

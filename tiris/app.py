@@ -1,6 +1,6 @@
 """The application factory: where a request goes in.
 
-Request path: RequestIdMiddleware -> RequestObserver (log line, metrics, time limit) -> SecurityHeaders -> CORS ->
+Request path: RequestIdMiddleware -> SecurityHeaders -> RequestObserver (log line, metrics, time limit) -> CORS ->
 Connexion (routing, security from tiris.auth, validation from
 tiris.validation, both driven by openapi.yaml) -> the operation's function in handlers/ -> db/. The rate limiter runs
 between Connexion's security and validation layers, where the operation and the user are known.
@@ -92,9 +92,9 @@ def create_app(settings: config.Settings | None = None) -> connexion.FlaskApp:
     error_handlers.register(app, spec_paths)
     # Each add at BEFORE_EXCEPTION lands inside the ones added before it.
     app.add_middleware(RequestIdMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
+    app.add_middleware(web.SecurityHeaders, position=MiddlewarePosition.BEFORE_EXCEPTION)
     app.add_middleware(web.RequestObserver, position=MiddlewarePosition.BEFORE_EXCEPTION, operations=by_handler,
                        timeout=settings.request_timeout)
-    app.add_middleware(web.SecurityHeaders, position=MiddlewarePosition.BEFORE_EXCEPTION)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
                            allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "PATCH", "DELETE"],

@@ -132,6 +132,12 @@ class _Listener:
 _listener = _Listener()
 
 
+def stop() -> None:
+    """Ends the listener (within a second) and turns caching off; `configure` starts it again."""
+    _listener.stop.set()
+    _listener.listening.clear()
+
+
 def configure(database_url: str, ttl: float) -> None:
     """Starts this process's listener (in each worker, after the fork) on the service's database."""
     for name in ("users",):
