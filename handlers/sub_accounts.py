@@ -1,6 +1,7 @@
 from db import balance_history, engine, sub_accounts
 from generated.models import BalanceHistory, SubAccount, SubAccountList, Transaction
 from handlers import caller, model, money_post, page
+from tiris import metrics
 
 
 def list_sub_accounts(token_info, limit=100, cursor=None, user_id=None, exchange_id=None, symbol=None):
@@ -33,8 +34,10 @@ def delete_sub_account(sub_account_id, token_info):
 
 def deposit_to_sub_account(sub_account_id, body, token_info):
     who = caller(token_info)
-    return money_post(who, body, 201, lambda conn: model(
+    result = money_post(who, body, 201, lambda conn: model(
         Transaction, sub_accounts.move(conn, who, sub_account_id, "deposit", body)))
+    metrics.DEPOSITS.inc()
+    return result
 
 
 def withdraw_from_sub_account(sub_account_id, body, token_info):

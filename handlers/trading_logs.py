@@ -1,6 +1,7 @@
 from db import engine, trading_logs
-from generated.models import TradingLog, TradingLogList
+from generated.models import TradeType, TradingLog, TradingLogList
 from handlers import caller, model, money_post, page
+from tiris import metrics
 
 
 def list_trading_logs(token_info, limit=100, cursor=None, user_id=None, sub_account_id=None, exchange_id=None,
@@ -13,7 +14,10 @@ def list_trading_logs(token_info, limit=100, cursor=None, user_id=None, sub_acco
 
 def create_trading_log(body, token_info):
     who = caller(token_info)
-    return money_post(who, body, 201, lambda conn: model(TradingLog, trading_logs.create(conn, who, body)))
+    result = money_post(who, body, 201, lambda conn: model(TradingLog, trading_logs.create(conn, who, body)))
+    if body["type"] in set(TradeType):
+        metrics.TRADES.inc()
+    return result
 
 
 def get_trading_log(trading_log_id, token_info):

@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 from db import engine as db_engine
 from db import users
 from tests.oauth_provider import Account, LoopbackProvider
-from tiris import auth, config
+from tiris import auth, cache, config
 from tools import localnats, localpg
 from tools.cli import _migrate
 
@@ -23,6 +23,11 @@ TEST_ENV = {
     "ENCRYPTION_KEYS": "k1:" + base64.b64encode(b"\x01" * 32).decode(),
     "API_KEY_HASH_KEY": base64.b64encode(b"\x02" * 32).decode(),
     "DB_POOL_SIZE": "5",
+    # Suites that fire hundreds of requests as one user must not meet the production rate limits; the rate-limit
+    # tests set small ones.
+    "RATE_LIMIT_API": "1000000/s",
+    "RATE_LIMIT_TRADING": "1000000/s",
+    "RATE_LIMIT_AUTH": "1000000/s",
 }
 
 
@@ -98,6 +103,7 @@ def settings(service_env):
     settings = config.use(config.load(service_env))
     db_engine.configure(settings)
     yield settings
+    cache.stop()  # its listener must not outlive the test's database
     db_engine.engine().dispose()
 
 

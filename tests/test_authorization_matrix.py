@@ -28,7 +28,7 @@ OPERATIONS = [(method.upper(), path, operation) for path, item in SPEC["paths"].
               for method, operation in item.items() if method in {"get", "post", "put", "patch", "delete"}]
 OWNED = {"exchange_id", "sub_account_id", "base_sub_account_id", "quote_sub_account_id", "transaction_id",
          "trading_log_id"}  # ids of a user's own rows, in paths and bodies
-PUBLIC = {"startLogin", "completeLogin", "refreshTokens", "getLiveness", "getReadiness"}
+PUBLIC = {"startLogin", "completeLogin", "refreshTokens", "getLiveness", "getReadiness", "getMetrics"}
 
 
 def access(operation: dict) -> str:
@@ -122,7 +122,7 @@ BAD_TOKENS = {
 }
 
 
-def test_the_public_operations_are_exactly_the_login_and_health_ones():
+def test_the_public_operations_are_exactly_the_login_health_and_metrics_ones():
     assert {op["operationId"] for _, _, op in OPERATIONS if access(op) == "public"} == PUBLIC
 
 

@@ -37,7 +37,8 @@ def test_every_operation_is_client_friendly():
             for status, response in operation["responses"].items():
                 if "$ref" in response or "content" not in response:
                     continue
-                assert "example" in response["content"]["application/json"], f"{where} {status}"
+                for media in response["content"].values():
+                    assert "example" in media, f"{where} {status}"
 
 
 def _spec_routes() -> set[tuple[str, str]]:
@@ -69,3 +70,18 @@ def test_every_operation_resolves_to_a_handler_function():
             module = importlib.import_module(operation["x-openapi-router-controller"])
             name = handler_name(operation["operationId"])
             assert callable(getattr(module, name, None)), f"{method.upper()} {path} -> {module.__name__}.{name}"
+
+
+def test_every_v1_operation_documents_the_429_and_a_known_rate_limit_class():
+    from tiris import ratelimit
+
+    for path, item in SPEC["paths"].items():
+        for method, operation in item.items():
+            if method not in METHODS:
+                continue
+            where = f"{method.upper()} {path}"
+            if path.startswith("/v1/"):
+                assert operation["responses"].get("429") == {"$ref": "#/components/responses/TooManyRequests"}, where
+                assert operation.get("x-rate-limit", "api") in ratelimit.CLASSES, where
+            else:
+                assert "x-rate-limit" not in operation and "429" not in operation["responses"], where

@@ -1,10 +1,11 @@
 """The application factory: where a request goes in.
 
-Request path: RequestIdMiddleware -> Connexion (routing, security from tiris.auth, validation from
-tiris.validation, both driven by openapi.yaml) -> the operation's function in handlers/ -> db/.
+Request path: RequestIdMiddleware -> SecurityHeaders -> RequestObserver (log line, metrics, time limit) -> CORS ->
+Connexion (routing, security from tiris.auth, validation from
+tiris.validation, both driven by openapi.yaml) -> the operation's function in handlers/ -> db/. The rate limiter runs
+between Connexion's security and validation layers, where the operation and the user are known.
 """
 
-import logging
 import re
 import uuid
 from pathlib import Path
@@ -14,9 +15,10 @@ import yaml
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
+from starlette.middleware.cors import CORSMiddleware
 
 from db import engine
-from tiris import config, error_handlers, jsonify
+from tiris import cache, config, error_handlers, jsonify, logs, metrics, operations, ratelimit, web
 from tiris.errors import NotFound
 from tiris.validation import VALIDATOR_MAP
 
@@ -68,20 +70,40 @@ def handler_name(operation_id: str) -> str:
 
 
 class SnakeCaseResolver(Resolver):
+    @staticmethod
+    def name_of(controller: str, operation_id: str) -> str:
+        return f"{controller}.{handler_name(operation_id)}"
+
     def resolve_operation_id(self, operation) -> str:
-        return f"{operation.router_controller}.{handler_name(operation.operation_id)}"
+        return self.name_of(operation.router_controller, operation.operation_id)
 
 
 def create_app(settings: config.Settings | None = None) -> connexion.FlaskApp:
     settings = config.use(settings or config.load())
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    engine.configure(settings)
+    logs.setup(settings.log_level)
+    metrics.watch_pool(engine.configure(settings), settings.db_pool_size)
+    cache.configure(settings.database_url, settings.cache_ttl)
+    spec_paths = yaml.safe_load(SPEC.read_text())["paths"]
+    by_handler = operations.by_handler(spec_paths, lambda operation: SnakeCaseResolver.name_of(
+        operation["x-openapi-router-controller"], operation["operationId"]))
     app = connexion.FlaskApp(__name__, jsonifier=jsonify.JSONIFIER)
     app.add_api(SPEC, resolver=SnakeCaseResolver(), validator_map=VALIDATOR_MAP, strict_validation=True,
                 swagger_ui_options=SwaggerUIOptions(spec_path="/v1/openapi.json", swagger_ui_path="/v1/ui",
                                                     # the names the generated clients give the operations
                                                     swagger_ui_config={"displayOperationId": True}))
-    error_handlers.register(app, yaml.safe_load(SPEC.read_text())["paths"])
+    error_handlers.register(app, spec_paths)
+    # Each add at BEFORE_EXCEPTION lands inside the ones added before it.
     app.add_middleware(RequestIdMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
+    app.add_middleware(web.SecurityHeaders, position=MiddlewarePosition.BEFORE_EXCEPTION)
+    app.add_middleware(web.RequestObserver, position=MiddlewarePosition.BEFORE_EXCEPTION, operations=by_handler,
+                       timeout=settings.request_timeout)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
+                           allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "PATCH", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+                           expose_headers=["X-Request-ID", "Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining",
+                                           "X-RateLimit-Reset"], max_age=600)
+    app.add_middleware(ratelimit.RateLimitMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION,
+                       operations=by_handler, settings=settings)
     app.add_middleware(ControlCharacterGuard, position=MiddlewarePosition.BEFORE_ROUTING)
     return app

@@ -12,7 +12,7 @@ import jwt
 
 from db import engine, users
 from db.access import Caller
-from tiris import config
+from tiris import cache, config
 from tiris.errors import Forbidden, Unauthorized
 
 ALGORITHM = "HS256"
@@ -40,13 +40,18 @@ def _caller(token: str) -> Caller:
         raise Unauthorized("The bearer token is invalid or expired.", code="INVALID_TOKEN") from None
     if claims.get("type", "access") != "access":
         raise Unauthorized("The bearer token is not an access token.", code="INVALID_TOKEN")
-    with engine.reading() as conn:
-        row = users.credentials(conn, user_id, session_id)
+    # Keyed by user and session, so announcing a user's change (tiris.cache) drops all of that user's entries.
+    row = cache.get("users", f"{user_id}:{session_id}", lambda: _credentials(user_id, session_id))
     if row is None or row.status != "active":
         raise Unauthorized("This account is disabled or no longer exists.", code="ACCOUNT_DISABLED")
     if not row.session_active:
         raise Unauthorized("This token's session has ended; log in again.", code="SESSION_REVOKED")
     return Caller(id=row.id, role=row.role, session_id=session_id)
+
+
+def _credentials(user_id: uuid.UUID, session_id: uuid.UUID | None):
+    with engine.reading() as conn:
+        return users.credentials(conn, user_id, session_id)
 
 
 def user_from_token(token: str) -> dict:

@@ -73,6 +73,14 @@ class Settings:
     nats_url: str
     consumer_batch: int
     consumer_partitions: int
+    redis_url: str
+    rate_limit_api: tuple[int, int]  # (requests, per seconds)
+    rate_limit_trading: tuple[int, int]
+    rate_limit_auth: tuple[int, int]
+    cors_origins: tuple[str, ...]
+    request_timeout: int
+    consumer_metrics_port: int
+    cache_ttl: int
 
 
 def _dev_secrets() -> dict[str, str]:
@@ -126,6 +134,16 @@ def load(env: dict[str, str] | None = None) -> Settings:
         if not low <= value <= high:
             problems.append(f"{name}={value} is outside {low}..{high}")
         return value
+
+    def rate(name: str, default: str) -> tuple[int, int]:
+        """COUNT/PERIOD, PERIOD one of s, min, h: e.g. 100/min."""
+        raw = env.get(name, default)
+        count, _, period = raw.partition("/")
+        seconds = {"s": 1, "min": 60, "h": 3600}.get(period)
+        if not count.isdigit() or int(count) < 1 or seconds is None:
+            problems.append(f"{name}={raw!r} must look like COUNT/s, COUNT/min or COUNT/h (e.g. 100/min)")
+            return 1, 1
+        return int(count), seconds
 
     def b64key(name: str, raw: str) -> bytes:
         try:
@@ -187,9 +205,23 @@ def load(env: dict[str, str] | None = None) -> Settings:
         consumer_batch=integer("CONSUMER_BATCH", 500, 1, 10000),
         # Changing it moves users between partitions: stop every consumer first, then start them with the new value.
         consumer_partitions=integer("CONSUMER_PARTITIONS", 4, 1, 64),
+        redis_url=env.get("REDIS_URL", ""),
+        # Seed §9: 1000 requests an hour per user, 100 trading operations a minute per user, 10 auth operations
+        # a minute per client address.
+        rate_limit_api=rate("RATE_LIMIT_API", "1000/h"),
+        rate_limit_trading=rate("RATE_LIMIT_TRADING", "100/min"),
+        rate_limit_auth=rate("RATE_LIMIT_AUTH", "10/min"),
+        cors_origins=tuple(o.strip() for o in env.get("CORS_ORIGINS", "").split(",") if o.strip()),
+        request_timeout=integer("REQUEST_TIMEOUT", 30, 1, 600),
+        consumer_metrics_port=integer("CONSUMER_METRICS_PORT", 0, 0, 65535),
+        cache_ttl=integer("CACHE_TTL", 60, 0, 3600),
     )
     if settings.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         problems.append(f"LOG_LEVEL={settings.log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")
+    if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        problems.append("REDIS_URL must be a redis://, rediss:// or unix:// URL")
+    if "*" in settings.cors_origins:
+        problems.append("CORS_ORIGINS must list origins; '*' is not allowed with bearer tokens")
     if problems:
         raise ConfigError(problems)
     return settings

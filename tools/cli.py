@@ -27,11 +27,25 @@ def cmd_migrate(args) -> None:
     _migrate(config.database_url_from(os.environ))
 
 
+def _metrics_dir() -> str:
+    """The workers' shared metrics files: PROMETHEUS_MULTIPROC_DIR or a fresh directory, emptied before start."""
+    import tempfile
+
+    path = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="tiris-metrics-"))
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):  # a previous run's counters would otherwise be added to ours
+        stale.unlink()
+    return str(path)
+
+
 def _gunicorn(settings, workers: int) -> None:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir()
     os.execv(sys.executable, [
         sys.executable, "-m", "gunicorn", "tiris.app:create_app()", "--worker-class", "uvicorn_worker.UvicornWorker",
-        "--workers", str(workers), "--bind", f"{settings.host}:{settings.port}", "--graceful-timeout", "30",
-        "--timeout", "60", "--access-logfile", "-", "--chdir", str(ROOT),
+        "--workers", str(workers), "--bind", f"{settings.host}:{settings.port}",
+        # SIGTERM: stop accepting, give requests in flight up to 30 s to finish, then exit.
+        "--graceful-timeout", "30", "--timeout", "60", "--config", "python:tiris.gunicorn_conf",
+        "--chdir", str(ROOT),
         "--no-control-socket",  # one shared socket path would make two servers on a host collide
     ])
 
@@ -66,15 +80,19 @@ def cmd_dev(args) -> None:
 
 
 def cmd_consume(args) -> None:
-    import logging
-
+    # The consumer exposes its own registry on CONSUMER_METRICS_PORT, never the API workers' files.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     from consumers import runner
     from db import engine
-    from tiris import config
+    from tiris import config, logs, metrics
 
     settings = config.use(config.load())
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    engine.configure(settings)
+    logs.setup(settings.log_level)
+    metrics.watch_pool(engine.configure(settings), settings.db_pool_size)
+    if settings.consumer_metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.consumer_metrics_port, addr=settings.host)
     runner.run(settings.nats_url, settings.database_url, args.batch or settings.consumer_batch,
                settings.consumer_partitions)
 
