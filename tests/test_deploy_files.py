@@ -90,6 +90,7 @@ def _config_names() -> tuple[set[str], set[str]]:
     """The variables tiris/config.py reads, and those it requires (the source is the one place that says)."""
     source = (ROOT / "tiris" / "config.py").read_text()
     known = set(re.findall(r'(?:env\.get|required|integer)\("([A-Z0-9_]+)"', source))
+    known |= {name for pair in re.findall(r'_pair\(env, "([A-Z0-9_]+)", "([A-Z0-9_]+)"', source) for name in pair}
     required = {"DATABASE_URL", *re.findall(r'required\("([A-Z0-9_]+)"', source)}
     assert {"DATABASE_URL", "JWT_SECRET", "NATS_URL", "PORT"} <= known and len(required) >= 4  # the regex works
     return known, required
