@@ -1,7 +1,5 @@
 import secrets
 
-import flask
-
 from db import engine, identities, oauth_states, sessions, users
 from generated.models import LoginStart, TokenPair, User
 from handlers import audit_trail, caller, model

@@ -1,7 +1,6 @@
 """Both providers' login flows against the real service (`tiris serve`, two workers) over HTTP."""
 
 import httpx
-import pytest
 
 from tests.conftest import Api
 from tests.login import tokens

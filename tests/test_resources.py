@@ -57,7 +57,7 @@ def test_rotate_keys_reseals_rows_under_the_new_active_key(api, settings):
 
     created = create_exchange(api, api_secret="rotate-me-secret")
     new_key = base64.b64decode(base64.b64encode(b"\x03" * 32))
-    rotated = config.use(settings.__class__(**{**settings.__dict__, "active_key_id": "k2",
+    config.use(settings.__class__(**{**settings.__dict__, "active_key_id": "k2",
                                                "encryption_keys": {"k2": new_key, **settings.encryption_keys}}))
     try:
         with engine.transaction() as conn:

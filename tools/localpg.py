@@ -5,7 +5,6 @@ database is created. A remote server is never touched.
 """
 
 import glob
-import os
 import subprocess
 import time
 
