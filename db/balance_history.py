@@ -72,7 +72,7 @@ def window(bucket: str, start_time: str | None, end_time: str | None, now: dt.da
 
 def _flows_from_aggregate(bucket: str) -> sa.TextClause:
     return sa.text(
-        "SELECT bucket, net_flow, volume, trade_count, transaction_count, closing_balance "
+        "SELECT bucket, net_flow, volume, fees, trade_count, transaction_count, closing_balance "
         f"FROM {AGGREGATES[bucket]} WHERE sub_account_id = :id AND bucket >= :start AND bucket < :end ORDER BY bucket")
 
 
@@ -82,6 +82,7 @@ _FLOWS_FROM_ROWS = sa.text(
     "SELECT date_bin(:width, \"timestamp\", :origin) AS bucket, "
     "sum(CASE WHEN direction = 'credit' THEN amount ELSE -amount END) AS net_flow, "
     "sum(CASE WHEN reason = ANY(:trades) THEN amount ELSE 0 END) AS volume, "
+    "coalesce(sum(fee), 0) AS fees, "
     "sum(CASE WHEN reason = ANY(:trades) THEN 1 ELSE 0 END) AS trade_count, "
     "count(*) AS transaction_count, "
     "(array_agg(closing_balance ORDER BY \"timestamp\" DESC))[1] AS closing_balance "
@@ -120,7 +121,8 @@ def history(conn: sa.Connection, caller: Caller, sub_account_id, bucket: str, st
             balance = row["closing_balance"]
             items.append({**{k: v for k, v in row.items() if k != "bucket"}, "bucket_start": at})
         else:
-            items.append({"bucket_start": at, "net_flow": Decimal(0), "volume": Decimal(0), "trade_count": 0,
+            items.append({"bucket_start": at, "net_flow": Decimal(0), "volume": Decimal(0), "fees": Decimal(0),
+                          "trade_count": 0,
                           "transaction_count": 0, "closing_balance": balance})
         at += width
     return {"sub_account_id": account["id"], "symbol": account["symbol"], "bucket": bucket, "start_time": start,

@@ -42,6 +42,7 @@ class Leg:
     reason: str
     price: Decimal | None = None
     quote_symbol: str | None = None
+    fee: Decimal | None = None  # on a trade's leg: the fee this sub-account paid with it
 
     @property
     def delta(self) -> Decimal:
@@ -108,7 +109,7 @@ def apply(conn: sa.Connection, accounts: dict[uuid.UUID, Account], legs: list[Le
         "id": uuid.uuid4(), "timestamp": when, "user_id": accounts[leg.sub_account_id].user_id,
         "exchange_id": accounts[leg.sub_account_id].exchange_id, "sub_account_id": leg.sub_account_id,
         "direction": leg.direction, "reason": leg.reason, "amount": leg.amount, "closing_balance": balance,
-        "price": leg.price, "quote_symbol": leg.quote_symbol, "trading_log_id": trading_log_id,
+        "price": leg.price, "quote_symbol": leg.quote_symbol, "fee": leg.fee, "trading_log_id": trading_log_id,
         "event_id": event_id, "info": info or {},
     } for leg, balance in zip(legs, per_leg_closing)]
     conn.execute(sa.insert(transactions), rows)
@@ -161,7 +162,7 @@ def apply_many(conn: sa.Connection, accounts: dict[uuid.UUID, Account], bookings
         "id": uuid.uuid4(), "timestamp": when + dt.timedelta(microseconds=i),
         "user_id": accounts[leg.sub_account_id].user_id, "exchange_id": accounts[leg.sub_account_id].exchange_id,
         "sub_account_id": leg.sub_account_id, "direction": leg.direction, "reason": leg.reason, "amount": leg.amount,
-        "closing_balance": balance, "price": leg.price, "quote_symbol": leg.quote_symbol,
+        "closing_balance": balance, "price": leg.price, "quote_symbol": leg.quote_symbol, "fee": leg.fee,
         "trading_log_id": booking.trading_log_id, "event_id": booking.event_id, "info": booking.info or {},
     } for leg, balance in zip(booking.legs, per_leg_closing)] for i, (booking, per_leg_closing) in
         enumerate(zip(bookings, closings))]
@@ -176,8 +177,8 @@ def apply_many(conn: sa.Connection, accounts: dict[uuid.UUID, Account], bookings
 _INSERT_TYPES = {"id": UUID(as_uuid=True), "timestamp": sa.DateTime(timezone=True), "user_id": UUID(as_uuid=True),
                  "exchange_id": UUID(as_uuid=True), "sub_account_id": UUID(as_uuid=True), "direction": sa.Text,
                  "reason": sa.Text, "amount": sa.Numeric, "closing_balance": sa.Numeric, "price": sa.Numeric,
-                 "quote_symbol": sa.Text, "trading_log_id": UUID(as_uuid=True), "event_id": sa.Text,
-                 "info": sa.Text}  # JSON text, cast to jsonb in SQL
+                 "quote_symbol": sa.Text, "fee": sa.Numeric, "trading_log_id": UUID(as_uuid=True),
+                 "event_id": sa.Text, "info": sa.Text}  # info: JSON text, cast to jsonb in SQL
 _INSERT_COLUMNS = list(_INSERT_TYPES)
 _COLUMN_LIST = ", ".join(f'"{column}"' for column in _INSERT_COLUMNS)
 _INFO = '"info"'

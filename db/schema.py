@@ -124,8 +124,11 @@ transactions = sa.Table(
     sa.Column("trading_log_id", UUID(as_uuid=True)),
     sa.Column("event_id", sa.Text),
     _info(),
+    # On a trade's leg: the fee its sub-account paid with it, so fees can be summed per sub-account over time.
+    sa.Column("fee", MONEY),
     sa.PrimaryKeyConstraint("id", "timestamp"),
     sa.CheckConstraint("direction IN ('credit', 'debit')", name="direction"),
+    sa.CheckConstraint("fee >= 0", name="fee_not_negative"),
     sa.CheckConstraint("amount > 0", name="amount_positive"),
     sa.CheckConstraint("closing_balance >= 0", name="closing_balance_not_negative"),
     sa.Index("ix_transactions_user_id_timestamp", "user_id", "timestamp"),

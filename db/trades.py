@@ -57,10 +57,10 @@ def trade_legs(trade: Trade, quote_symbol: str) -> list[Leg]:
     if base_amount <= 0 or quote_amount < 0:
         raise Unprocessable("The fee is larger than what the trade moves.", code="FEE_EXCEEDS_PROCEEDS")
     legs = [Leg(trade.base_sub_account_id, "credit" if buy else "debit", base_amount, trade.kind, trade.price,
-                quote_symbol)]
+                quote_symbol, base_fee or None)]
     if quote_amount > 0:  # a fee that eats the whole proceeds leaves nothing to credit
         legs.append(Leg(trade.quote_sub_account_id, "debit" if buy else "credit", quote_amount, trade.kind,
-                        trade.price, quote_symbol))
+                        trade.price, quote_symbol, quote_fee or None))
     return legs
 
 

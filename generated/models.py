@@ -583,6 +583,10 @@ class BalanceHistoryPoint(BaseModel):
             description="The balance at the end of the bucket; a bucket without transactions carries the previous one forward."
         ),
     ]
+    fees: Annotated[
+        DecimalModel,
+        Field(description="The trading fees this sub-account paid in the bucket."),
+    ]
     net_flow: SignedDecimal
     trade_count: Annotated[int, Field(description="Trade transactions in the bucket.")]
     transaction_count: Annotated[
@@ -1019,6 +1023,12 @@ class Transaction(BaseModel):
     direction: Direction
     event_id: str | None = None
     exchange_id: UUID
+    fee: Annotated[
+        DecimalModel | None,
+        Field(
+            description="On a trade's leg, the trading fee this sub-account paid with it (part of a debit, or withheld from a credit); absent on legs that paid none."
+        ),
+    ] = None
     id: UUID
     info: Info
     price: DecimalModel | None = None

@@ -80,6 +80,9 @@ def test_sell_fill_with_the_fee_in_base_takes_it_from_the_base_leg(make_api, jet
     publish(jetstream, [bot.fill("sell", "1", "3000", "0.01", fee_asset="base")])
     wait_for(settled(engine.reading, 1), what="the fill", log=consumer.log)
     assert balance_of(api, bot.eth) == Decimal("1.99") and balance_of(api, bot.usdt) == Decimal(3000)
+    status, page = api.get("/v1/transactions")
+    legs = [t for t in page["items"] if t.get("event_id")]
+    assert {t["sub_account_id"]: t.get("fee") for t in legs} == {bot.eth: "0.010000000000000000", bot.usdt: None}
 
 
 def test_a_duplicate_event_id_has_one_effect(make_api, jetstream, start_consumer):

@@ -43,6 +43,9 @@ def test_worked_example_deposit_then_long_leaves_eth_2_and_usdt_3988(api):
     for t in page["items"]:
         if t["reason"] == "long":
             assert t["trading_log_id"] == log["id"] and t["price"].startswith("3000") and t["quote_symbol"] == "USDT"
+    # The fee is recorded on the leg of the sub-account that paid it.
+    assert {t["sub_account_id"]: t.get("fee") for t in page["items"] if t["reason"] == "long"} == {
+        usdt: "12.000000000000000000", eth: None}
 
 
 def test_short_and_stop_loss_debit_base_and_credit_quote_less_fee(api):

@@ -46,13 +46,13 @@ def test_daily_history_sums_each_day_and_carries_the_closing_balance_through_emp
     assert status == 200, body
     assert body["start_time"] == "2026-01-09T00:00:00Z" and body["end_time"] == "2026-01-13T00:00:00Z"
     assert body["opening_balance"] == "0" and body["symbol"] == "USDT"
-    got = [(p["bucket_start"][:10], Decimal(p["net_flow"]), Decimal(p["volume"]), p["trade_count"],
-            p["transaction_count"], Decimal(p["closing_balance"])) for p in body["items"]]
+    got = [(p["bucket_start"][:10], Decimal(p["net_flow"]), Decimal(p["volume"]), Decimal(p["fees"]),
+            p["trade_count"], p["transaction_count"], Decimal(p["closing_balance"])) for p in body["items"]]
     assert got == [
-        ("2026-01-09", 0, 0, 0, 0, 0),
-        ("2026-01-10", 1000, 0, 0, 1, 1000),
-        ("2026-01-11", 0, 0, 0, 0, 1000),  # no transactions: the balance carries forward
-        ("2026-01-12", 500 - 201, 201, 1, 2, 1299),
+        ("2026-01-09", 0, 0, 0, 0, 0, 0),
+        ("2026-01-10", 1000, 0, 0, 0, 1, 1000),
+        ("2026-01-11", 0, 0, 0, 0, 0, 1000),  # no transactions: the balance carries forward
+        ("2026-01-12", 500 - 201, 201, 1, 1, 2, 1299),  # the long's fee of 1 was paid from USDT
     ]
 
 
@@ -67,8 +67,8 @@ def test_hourly_history_starts_from_the_balance_before_the_range(api):
         ("2026-01-12T05:00:00Z", "1299.000000000000000000")]
     status, body = api.get(f"/v1/sub-accounts/{eth['id']}/balance-history?bucket=1h"
                            f"&start_time=2026-01-12T05:00:00Z&end_time=2026-01-12T06:00:00Z")
-    assert [(p["volume"], p["closing_balance"]) for p in body["items"]] == [
-        ("2.000000000000000000", "2.000000000000000000")]
+    assert [(p["volume"], p["fees"], p["closing_balance"]) for p in body["items"]] == [
+        ("2.000000000000000000", "0", "2.000000000000000000")]  # the fee was in USDT
 
 
 def test_history_defaults_to_the_last_30_buckets_ending_now(api):

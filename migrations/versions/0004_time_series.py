@@ -104,6 +104,7 @@ CREATE MATERIALIZED VIEW {name} WITH (timescaledb.continuous, timescaledb.materi
 SELECT time_bucket(INTERVAL '{width}', "timestamp") AS bucket, sub_account_id, user_id,
        sum(CASE WHEN direction = 'credit' THEN amount ELSE -amount END) AS net_flow,
        sum(CASE WHEN reason IN {TRADE_REASONS} THEN amount ELSE 0 END) AS volume,
+       coalesce(sum(fee), 0) AS fees,
        sum(CASE WHEN reason IN {TRADE_REASONS} THEN 1 ELSE 0 END) AS trade_count,
        count(*) AS transaction_count,
        last(closing_balance, "timestamp") AS closing_balance
@@ -173,6 +174,9 @@ def upgrade() -> None:
     op.create_index('ix_balance_checkpoints_info', 'balance_checkpoints', ['info'], unique=False,
                     postgresql_using='gin')
     op.execute(RECORD_CHECKPOINTS)
+    # The fee a trade's leg paid, so the aggregates can sum fees per sub-account (before the table is converted).
+    op.add_column('transactions', sa.Column('fee', sa.Numeric(precision=38, scale=18), nullable=True))
+    op.create_check_constraint(op.f('ck_transactions_fee_not_negative'), 'transactions', 'fee >= 0')
     # Pages of everyone's rows (admins) walk these instead of sorting the whole table.
     op.create_index('ix_transactions_timestamp_id', 'transactions', ['timestamp', 'id'], unique=False)
     op.create_index('ix_trading_logs_timestamp_id', 'trading_logs', ['timestamp', 'id'], unique=False)
@@ -188,3 +192,5 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION IF EXISTS record_balance_checkpoints(timestamptz)")
     op.drop_index('ix_balance_checkpoints_info', table_name='balance_checkpoints', postgresql_using='gin')
     op.drop_table('balance_checkpoints')
+    op.drop_constraint(op.f('ck_transactions_fee_not_negative'), 'transactions', type_='check')
+    op.drop_column('transactions', 'fee')
