@@ -8,14 +8,13 @@ sub-accounts queue instead of deadlocking; balances are updated relative to the 
 import datetime as dt
 import json
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal, localcontext
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 
-from db.schema import sub_accounts, transactions
+from db.schema import sub_accounts
 from tiris.errors import ApiError, InsufficientBalance, NotFound, Unprocessable
 
 # Enough digits for any product of two NUMERIC(38,18) values, so no intermediate result is rounded silently.
@@ -91,34 +90,9 @@ _apply_deltas = sa.text(
 ).bindparams(sa.bindparam("ids", type_=ARRAY(UUID(as_uuid=True))), sa.bindparam("deltas", type_=ARRAY(sa.Numeric)))
 
 
-def apply(conn: sa.Connection, accounts: dict[uuid.UUID, Account], legs: list[Leg], *,
-          trading_log_id: uuid.UUID | None = None, event_id: str | None = None, info: dict | None = None) -> list[dict]:
-    """Checks, then books `legs` on the locked `accounts`; returns the transaction rows, in leg order.
-
-    Raises InsufficientBalance (nothing written) when a debit would take an account below its locked amount.
-    """
-    with localcontext(MONEY_CONTEXT):
-        closing, per_leg_closing, totals = _plan(accounts, legs)
-    updated = conn.execute(_apply_deltas, {"ids": list(totals), "deltas": list(totals.values())}).all()
-    for row in updated:  # the relative SQL update and the locked read must agree, or the invariant is broken
-        if row.balance != closing[row.id]:
-            raise RuntimeError(f"ledger drift on sub-account {row.id}")
-    when = updated[0].at
-
-    rows = [{
-        "id": uuid.uuid4(), "timestamp": when, "user_id": accounts[leg.sub_account_id].user_id,
-        "exchange_id": accounts[leg.sub_account_id].exchange_id, "sub_account_id": leg.sub_account_id,
-        "direction": leg.direction, "reason": leg.reason, "amount": leg.amount, "closing_balance": balance,
-        "price": leg.price, "quote_symbol": leg.quote_symbol, "fee": leg.fee, "trading_log_id": trading_log_id,
-        "event_id": event_id, "info": info or {},
-    } for leg, balance in zip(legs, per_leg_closing)]
-    conn.execute(sa.insert(transactions), rows)
-    return rows
-
-
 @dataclass(frozen=True)
 class Booking:
-    """One operation's legs, as ledger.apply would take them."""
+    """One operation's legs and what its transactions point to."""
     legs: list[Leg]
     trading_log_id: uuid.UUID | None = None
     event_id: str | None = None
@@ -143,7 +117,7 @@ def apply_many(conn: sa.Connection, accounts: dict[uuid.UUID, Account], bookings
     with localcontext(MONEY_CONTEXT):
         for i, booking in enumerate(bookings):
             try:
-                closing, per_leg_closing, _ = _plan(running, booking.legs)
+                closing, per_leg_closing = _plan(running, booking.legs)
             except ApiError as error:
                 raise Refused(i, error) from None
             running.update({account_id: replace(running[account_id], balance=balance)
@@ -173,6 +147,19 @@ def apply_many(conn: sa.Connection, accounts: dict[uuid.UUID, Account], bookings
     return booked
 
 
+def apply(conn: sa.Connection, accounts: dict[uuid.UUID, Account], legs: list[Leg], *,
+          trading_log_id: uuid.UUID | None = None, event_id: str | None = None, info: dict | None = None) -> list[dict]:
+    """Checks, then books `legs` on the locked `accounts`; returns the transaction rows, in leg order.
+
+    Raises InsufficientBalance (nothing written) when a debit would take an account below its locked amount.
+    """
+    try:
+        [rows] = apply_many(conn, accounts, [Booking(legs, trading_log_id, event_id, info or {})])
+    except Refused as refused:
+        raise refused.error from None
+    return rows
+
+
 # One statement of arrays for any number of transactions: no per-row binds to compile, send and plan.
 _INSERT_TYPES = {"id": UUID(as_uuid=True), "timestamp": sa.DateTime(timezone=True), "user_id": UUID(as_uuid=True),
                  "exchange_id": UUID(as_uuid=True), "sub_account_id": UUID(as_uuid=True), "direction": sa.Text,
@@ -190,7 +177,7 @@ _insert_many = sa.text(
 
 
 def _plan(accounts: dict[uuid.UUID, Account], legs: list[Leg]):
-    """The closing balance after each leg and the net change per account; refuses what breaks a rule."""
+    """The closing balance of each account and after each leg; refuses what breaks a rule."""
     closing: dict[uuid.UUID, Decimal] = {}
     per_leg_closing = []
     for leg in legs:
@@ -207,8 +194,4 @@ def _plan(accounts: dict[uuid.UUID, Account], legs: list[Leg]):
                                 code="AMOUNT_OUT_OF_RANGE", details={"sub_account_id": str(account.id)})
         closing[account.id] = after
         per_leg_closing.append(after)
-
-    totals: dict[uuid.UUID, Decimal] = defaultdict(Decimal)
-    for leg in legs:
-        totals[leg.sub_account_id] += leg.delta
-    return closing, per_leg_closing, totals
+    return closing, per_leg_closing

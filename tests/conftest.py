@@ -2,6 +2,7 @@
 fresh copy of it for every test (CREATE DATABASE ... TEMPLATE takes a few tens of milliseconds)."""
 
 import base64
+import contextlib
 import os
 import socket
 import uuid
@@ -51,14 +52,23 @@ def template_database():
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture
-def database_url(template_database):
+@contextlib.contextmanager
+def scratch_database(template: str | None = None):
+    """A new database (a copy of `template`, else empty) for the block; dropped afterwards. Yields its URL."""
     name = f"tiris_test_{uuid.uuid4().hex[:12]}"
     with _admin_connection() as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
-    yield database_url_for(name)
-    with _admin_connection() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    try:
+        yield database_url_for(name)
+    finally:
+        with _admin_connection() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database_url(template_database):
+    with scratch_database(template_database) as url:
+        yield url
 
 
 def free_port() -> int:

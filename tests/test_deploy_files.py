@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import sys
 import tomllib
-import uuid
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
-from tests.conftest import _admin_connection, database_url_for, free_port
+from tests.conftest import free_port, scratch_database
 from tests.jetstream import wait_for
 from tests.server import LiveServer, _wait_until_ready, live_server  # noqa: F401
 from tiris import config
@@ -178,12 +177,8 @@ def _image_app(target: Path) -> Path:
 
 @pytest.fixture
 def empty_database():
-    name = f"tiris_image_{uuid.uuid4().hex[:12]}"
-    with _admin_connection() as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield database_url_for(name)
-    with _admin_connection() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database() as url:
+        yield url
 
 
 def test_files_the_image_copies_are_enough_to_migrate_an_empty_database_serve_and_consume(
