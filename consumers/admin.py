@@ -9,36 +9,32 @@ import nats
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from consumers import batch, runner
+from consumers import applier, runner
 from consumers.contract import load_channels
-from db import engine, event_status, events
-from tiris.errors import ApiError, Conflict, ServiceUnavailable, Unprocessable
+from consumers.parse import Incoming, parse
+from db import dead_letters, engine
+from db.errors import Invalid, Refused, Unavailable
 
 _channels = None
 
 
 def redrive(dead_letter_id: str) -> dict:
-    """Applies a dead letter through the same validation and effects as the stream; 422 if it still cannot."""
+    """Handles a dead letter again through the same applier as the stream (the only way a refused event is retried);
+    422 if it still cannot take effect, and then nothing changes."""
     global _channels
     _channels = _channels or load_channels()
     with engine.transaction() as conn:
-        letter = event_status.dead_letter(conn, dead_letter_id, lock=True)
-        if letter["redriven_at"] is not None:
-            raise Conflict("This dead letter was re-driven already.", code="ALREADY_REDRIVEN")
-        incoming = batch.Incoming(subject=letter["subject"], data=letter["payload"].encode(), msg_id=None,
-                                  stream_seq=letter["stream_seq"], delivered=letter["attempts"], pending=0)
-        event, reason = batch.parse(incoming, _channels)
-        if reason:
-            raise Unprocessable(f"It still cannot take effect: {reason}", code="STILL_INVALID")
-        if events.claim(conn, event, letter["subject"], letter["stream_seq"]):
-            try:
-                events.apply(conn, event)
-            except ApiError as refused:
-                if refused.status >= 500:
-                    raise
-                raise Unprocessable(f"It still cannot take effect: {refused.code}: {refused.message}",
-                                    code="STILL_REFUSED") from None
-        return event_status.mark_redriven(conn, letter["id"])
+        letter = dead_letters.take_for_redrive(conn, dead_letter_id)
+        # The header is not checked again: the payload is what is re-driven.
+        message = Incoming(subject=letter["subject"], data=letter["payload"].encode(), msg_id=None,
+                           stream_seq=letter["stream_seq"], delivered=letter["attempts"])
+        parsed = parse(message, _channels)
+        if parsed.event is None:
+            raise Refused(f"It still cannot take effect: {parsed.reason}", code="STILL_INVALID")
+        [result] = applier.handle(conn, [parsed], letter["attempts"], redrive=True)
+        if result.outcome == "refused":
+            raise Refused(f"It still cannot take effect: {result.reason}", code="STILL_REFUSED")
+        return dead_letters.mark_redriven(conn, letter["id"])
 
 
 def nats_reachable(nats_url: str) -> bool:
@@ -50,22 +46,32 @@ def nats_reachable(nats_url: str) -> bool:
         return False
 
 
-def replay(nats_url: str, partitions: int, batch_size: int, *, start_time: str | None = None,
+def replay(nats_url: str, partitions: int, batch_size: int, *, start_time: dt.datetime | None = None,
            start_sequence: int | None = None) -> list[str]:
-    """Moves every partition's consumer back to the start point. Safe: applied event ids change nothing."""
+    """Moves every partition's consumer back to the start point. Safe: handled events (refused ones included) are
+    recognised by their id and change nothing. A start beyond the stream's end is refused: it would skip
+    everything published until the stream got there."""
 
     async def run() -> list[str]:
         try:
             nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False)
         except Exception as error:  # noqa: BLE001 - any failure to connect is the same answer to the client
-            raise ServiceUnavailable("NATS is unreachable.") from error
+            raise Unavailable("NATS is unreachable.") from error
         js = nc.jetstream()
         names = []
-        start = ({"deliver_policy": DeliverPolicy.BY_START_TIME,
-                  "opt_start_time": dt.datetime.fromisoformat(start_time)} if start_time else
-                 {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": start_sequence})
         try:
             await runner.ensure_stream(js)
+            state = (await js.stream_info(runner.STREAM)).state
+            if start_sequence is not None and start_sequence > state.last_seq:
+                raise Invalid(f"start_sequence {start_sequence} is beyond the stream's last sequence "
+                              f"({state.last_seq}).", code="REPLAY_BEYOND_END",
+                              details=[{"field": "start_sequence", "issue": f"at most {state.last_seq}"}])
+            if start_time is not None and start_time > dt.datetime.now(dt.timezone.utc):
+                raise Invalid("start_time is in the future.", code="REPLAY_BEYOND_END",
+                              details=[{"field": "start_time", "issue": "not after now"}])
+            start = ({"deliver_policy": DeliverPolicy.BY_START_TIME, "opt_start_time": start_time}
+                     if start_time else
+                     {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": start_sequence})
             for partition in range(partitions):
                 name = runner.consumer_name(partition)
                 try:

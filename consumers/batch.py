@@ -1,39 +1,26 @@
-"""One fetched batch of a partition's events, applied in one database transaction, in stream order.
+"""One fetched batch of a partition's events, handled in one database transaction, in stream order.
 
-Each message is applied, found duplicate (its id was processed before) or dead-lettered (it can never take
-effect); the caller acknowledges them all after the commit. A transient failure rolls the whole batch back and
-raises: the caller retries the same batch with backoff, so a user's later events never overtake an earlier one.
+Each message is applied, refused (dead-lettered) or found a duplicate by consumers/applier.py; the caller
+acknowledges them all after the commit. What happens when the transaction fails depends on why:
+- a failure of the infrastructure (connection lost, time-out, serialization failure) rolls the batch back and
+  raises: the caller retries the same batch with backoff, so a user's later events never overtake an earlier one;
+  after MAX_ATTEMPTS the batch is handled one event at a time and an event that still fails is dead-lettered;
+- any other failure (a value the database refuses, a bug) is no better on a retry: the batch is handled again at
+  once, one event at a time in savepoints, and the event at fault is dead-lettered with the precise reason.
 """
 
-import json
 import logging
 from collections import Counter
-from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from consumers import applier
 from consumers.contract import Channel
-from db import engine, events, ledger
-from tiris.errors import ApiError
+from consumers.parse import Incoming, Parsed, parse
+from db import consumer_state, engine
 
 log = logging.getLogger("tiris.consumer")
 MAX_ATTEMPTS = 5
-
-
-@dataclass(frozen=True)
-class Incoming:
-    subject: str
-    data: bytes
-    msg_id: str | None
-    stream_seq: int | None
-    delivered: int
-    pending: int
-
-
-@dataclass
-class _Poison(Exception):
-    index: int
-    reason: str
 
 
 def backoff(attempt: int) -> float:
@@ -41,131 +28,60 @@ def backoff(attempt: int) -> float:
     return min(0.5 * 2 ** max(attempt - 1, 0), 30.0)
 
 
-def parse(message: Incoming, channels: dict[str, Channel]) -> tuple[dict | None, str | None]:
-    """The event as JSON, or why it can never be applied."""
-    prefix, _, user_token = message.subject.rpartition(".")
-    channel = channels.get(prefix)
-    if channel is None:
-        return None, f"no channel in asyncapi.yaml for subject {message.subject}"
-    try:
-        payload = json.loads(message.data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        return None, f"malformed JSON: {error}"
-    errors = channel.errors(payload)
-    if errors:
-        problems = "; ".join(f"{'/'.join(map(str, e.absolute_path)) or '$'}: {e.message}" for e in errors[:10])
-        return None, f"invalid {channel.model.__name__}: {problems}"
-    if payload["event_type"] != channel.event_type:
-        return None, f"event_type {payload['event_type']} does not belong on {prefix}"
-    if payload["user_id"] != user_token:
-        return None, "the subject's user id and the payload's user_id differ"
-    if message.msg_id and message.msg_id != payload["event_id"]:
-        return None, "Nats-Msg-Id and event_id differ"
-    return payload, None
-
-
 def process(batch: list[Incoming], channels: dict[str, Channel], consumer: str, attempt: int = 1) -> Counter:
-    """Applies the batch and commits; returns its counters; raises on a transient failure (nothing committed)."""
-    parsed = [parse(m, channels) for m in batch]
-    poison = {i: reason for i, (_, reason) in enumerate(parsed) if reason}
-    for _ in range(len(batch) + 1):  # each round either commits or finds one more poison message
+    """Handles the batch and commits; returns its counters; raises on a transient failure (nothing committed)."""
+    parsed = [parse(message, channels) for message in batch]
+    if attempt < MAX_ATTEMPTS:
         try:
-            # The last attempt goes one event at a time, so a failure that is not a rule's names its event.
-            commit = _commit_in_sets if attempt < MAX_ATTEMPTS else _commit
-            return commit(batch, parsed, poison, consumer, attempt)
-        except _Poison as found:
-            poison[found.index] = found.reason
-    raise RuntimeError("unreachable: every message was found poisonous")
+            with engine.transaction() as conn:
+                return _record(conn, consumer, parsed, applier.handle(conn, parsed, attempt))
+        except Exception as error:
+            if engine.transient(error):
+                raise
+            log.warning("batch on %s failed (%s); handling its events one at a time", consumer, _why(error))
+    return _one_at_a_time(parsed, consumer, attempt)
+
+
+def _one_at_a_time(parsed: list[Parsed], consumer: str, attempt: int) -> Counter:
+    """The same handling, each event in a savepoint, so the one that fails is named and the others take effect."""
+    with engine.transaction() as conn:
+        results = []
+        for message in parsed:
+            try:
+                with conn.begin_nested():
+                    results += applier.handle(conn, [message], attempt)
+            except Exception as error:
+                if engine.transient(error) and attempt < MAX_ATTEMPTS:
+                    raise
+                reason = f"failed after {attempt} attempts: {_why(error)}" if engine.transient(error) else _why(error)
+                log.error("event at stream sequence %s dead-lettered: %s", message.message.stream_seq, reason,
+                          exc_info=error)
+                results.append(applier.refuse(conn, message, reason, attempt, claimed=False))
+        return _record(conn, consumer, parsed, results)
+
+
+def _why(error: BaseException) -> str:
+    """The precise reason, in one line: the database's own message when it refused a value."""
+    detail = getattr(error, "orig", None) or error
+    return f"{type(detail).__name__}: {str(detail).strip().splitlines()[0] if str(detail).strip() else ''}".rstrip(": ")
+
+
+def _record(conn: sa.Connection, consumer: str, parsed: list[Parsed], results: list[applier.Handled]) -> Counter:
+    """Adds the batch's counters to the consumer's row, in the batch's transaction."""
+    stats = Counter({"processed": sum(r.outcome == "applied" for r in results),
+                     "duplicates": sum(r.outcome == "duplicate" or (r.outcome == "refused" and not r.new_dead_letter)
+                                       for r in results),
+                     "dead_lettered": sum(r.new_dead_letter for r in results),
+                     "balance_drifts": sum(r.drifted for r in results)})
+    consumer_state.add(conn, consumer, **stats, last_stream_seq=parsed[-1].message.stream_seq,
+                       last_processed_at=sa.func.now())
+    return +stats
 
 
 def record_failure(consumer: str) -> None:
     """Counts a failed attempt, if the database takes it (it may be the thing that failed)."""
     try:
         with engine.transaction() as conn:
-            events.count(conn, consumer, failed=1)
+            consumer_state.add(conn, consumer, failed=1)
     except Exception:  # noqa: BLE001 - best effort by design
         log.debug("could not count a failed attempt", exc_info=True)
-
-
-def _commit(batch, parsed, poison: dict[int, str], consumer: str, attempt: int) -> Counter:
-    stats: Counter = Counter()
-    with engine.transaction() as conn:
-        for i, message in enumerate(batch):
-            event = parsed[i][0]
-            if i in poison:
-                kept = events.dead_letter(conn, event_id=(event or {}).get("event_id") or message.msg_id,
-                                          subject=message.subject, stream_seq=message.stream_seq,
-                                          payload=message.data.decode("utf-8", "replace"), reason=poison[i],
-                                          attempts=max(attempt, message.delivered))
-                stats["dead_lettered" if kept else "duplicates"] += 1
-                continue
-            try:
-                if not events.claim(conn, event, message.subject, message.stream_seq):
-                    stats["duplicates"] += 1
-                    continue
-                stats.update(events.apply(conn, event))
-            except ApiError as refused:
-                if refused.status >= 500:
-                    raise  # the database is down: transient
-                raise _Poison(i, f"{refused.code}: {refused.message}") from None  # a rule refuses it for good
-            except Exception as error:
-                if attempt < MAX_ATTEMPTS:
-                    raise  # transient until proven otherwise: the batch is retried
-                log.error("event %s failed on its last attempt", event["event_id"], exc_info=error)
-                raise _Poison(i, f"failed after {attempt} attempts: {type(error).__name__}") from None
-            stats["processed"] += 1
-        events.count(conn, consumer, **stats, pending=batch[-1].pending, last_stream_seq=batch[-1].stream_seq,
-                     last_processed_at=sa.func.now())
-    return stats
-
-
-def _commit_in_sets(batch, parsed, poison: dict[int, str], consumer: str, attempt: int) -> Counter:
-    """Like _commit, with the claims in one statement and each run of fills booked as one set.
-
-    Fills are gathered in stream order and booked together before any event that changes balances otherwise, so
-    every event still sees the balances its predecessors left. A refused fill is poison like in _commit.
-    """
-    stats: Counter = Counter()
-    with engine.transaction() as conn:
-        for i in sorted(poison):
-            message, event = batch[i], parsed[i][0]
-            kept = events.dead_letter(conn, event_id=(event or {}).get("event_id") or message.msg_id,
-                                      subject=message.subject, stream_seq=message.stream_seq,
-                                      payload=message.data.decode("utf-8", "replace"), reason=poison[i],
-                                      attempts=max(attempt, message.delivered))
-            stats["dead_lettered" if kept else "duplicates"] += 1
-        wanted = [i for i in range(len(batch)) if i not in poison]
-        new = events.claim_many(conn, [(parsed[i][0], batch[i].subject, batch[i].stream_seq) for i in wanted])
-        fills: list[int] = []
-
-        def book_fills() -> None:
-            try:
-                events.apply_fills(conn, [parsed[i][0] for i in fills])
-            except ledger.Refused as refused:
-                raise _Poison(fills[refused.index], f"{refused.error.code}: {refused.error.message}") from None
-            stats["processed"] += len(fills)
-            fills.clear()
-
-        for i in wanted:
-            event = parsed[i][0]
-            if event["event_id"] not in new:
-                stats["duplicates"] += 1
-                continue
-            new.discard(event["event_id"])  # a second copy in the same batch is a duplicate
-            if event["event_type"] == "orders.filled":
-                fills.append(i)
-                continue
-            if event["event_type"] in events.BALANCE_EVENTS and fills:
-                book_fills()
-            try:
-                stats.update(events.apply(conn, event))
-            except ApiError as refused:
-                if refused.status >= 500:
-                    raise
-                raise _Poison(i, f"{refused.code}: {refused.message}") from None
-            stats["processed"] += 1
-        if fills:
-            book_fills()
-        events.count(conn, consumer, **stats, pending=batch[-1].pending, last_stream_seq=batch[-1].stream_seq,
-                     last_processed_at=sa.func.now())
-    return stats

@@ -23,7 +23,8 @@ from sqlalchemy.engine import make_url
 
 from consumers import batch as batches
 from consumers.contract import load_channels
-from db import engine, events
+from consumers.parse import Incoming
+from db import consumer_state, engine
 from tiris import metrics
 
 log = logging.getLogger("tiris.consumer")
@@ -67,10 +68,10 @@ async def ensure_consumer(js, name: str, batch_size: int) -> None:
         await js.add_consumer(STREAM, existing.evolve(max_ack_pending=batch_size))
 
 
-def _incoming(msg) -> batches.Incoming:
+def _incoming(msg) -> Incoming:
     meta = msg.metadata
-    return batches.Incoming(subject=msg.subject, data=msg.data, msg_id=(msg.headers or {}).get("Nats-Msg-Id"),
-                            stream_seq=meta.sequence.stream, delivered=meta.num_delivered, pending=meta.num_pending)
+    return Incoming(subject=msg.subject, data=msg.data, msg_id=(msg.headers or {}).get("Nats-Msg-Id"),
+                    stream_seq=meta.sequence.stream, delivered=meta.num_delivered)
 
 
 async def _apply(msgs, name: str, channels, stop: asyncio.Event) -> bool:
@@ -81,7 +82,7 @@ async def _apply(msgs, name: str, channels, stop: asyncio.Event) -> bool:
         timer = metrics.Timer()
         try:
             stats = await asyncio.to_thread(batches.process, incoming, channels, name, attempt)
-            _observe(name, len(incoming), stats, incoming[-1].pending, timer.seconds())
+            _observe(name, len(incoming), stats, msgs[-1].metadata.num_pending, timer.seconds())
             return True
         except Exception as error:  # nothing was committed
             metrics.CONSUMER_FAILED.labels(name).inc()
@@ -172,7 +173,7 @@ async def consume(nats_url: str, database_url: str, *, batch_size: int = 500, pa
 def _heartbeat(names: list[str]) -> None:
     try:
         with engine.transaction() as conn:
-            events.heartbeat(conn, names)
+            consumer_state.alive(conn, names)
     except Exception:  # noqa: BLE001 - a missed sign of life is reported by readiness, not fatal here
         log.warning("could not record the consumer's sign of life", exc_info=True)
 

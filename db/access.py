@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from tiris.errors import Forbidden
+from db.errors import Forbidden
 
 
 @dataclass(frozen=True)

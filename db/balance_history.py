@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from db import sub_accounts
 from db.access import Caller
-from tiris.errors import BadRequest, field_error
+from db.errors import Invalid, field_error
 
 BUCKETS = {"1h": dt.timedelta(hours=1), "1d": dt.timedelta(days=1)}
 AGGREGATES = {"1h": "sub_account_flows_hourly", "1d": "sub_account_flows_daily"}
@@ -40,9 +40,9 @@ def _parse(name: str, value: str | None) -> dt.datetime | None:
     try:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:  # valid RFC 3339 that Python cannot hold, e.g. nanoseconds
-        raise BadRequest(details=[field_error(f"query/{name}", "unsupported date-time")]) from None
+        raise Invalid(details=[field_error(f"query/{name}", "unsupported date-time")]) from None
     if parsed.tzinfo is None:  # buckets are UTC; a time without its offset names no instant
-        raise BadRequest(details=[field_error(f"query/{name}", "a UTC offset is required")])
+        raise Invalid(details=[field_error(f"query/{name}", "a UTC offset is required")])
     return parsed
 
 
@@ -59,13 +59,13 @@ def window(bucket: str, start_time: str | None, end_time: str | None, now: dt.da
         start = _parse("start_time", start_time)
         start = _floor(start, width) if start is not None else end - DEFAULT_BUCKETS * width
     except OverflowError:  # a range that reaches past year 9999 once widened to whole buckets
-        raise BadRequest("The range reaches beyond the dates this service handles.",
+        raise Invalid("The range reaches beyond the dates this service handles.",
                          details=[field_error("query/end_time", "out of range")]) from None
     if start >= end:
-        raise BadRequest("start_time must be before end_time.",
+        raise Invalid("start_time must be before end_time.",
                          details=[field_error("query/start_time", "not before end_time")])
     if (end - start) / width > MAX_BUCKETS:
-        raise BadRequest(f"At most {MAX_BUCKETS} buckets per request.",
+        raise Invalid(f"At most {MAX_BUCKETS} buckets per request.",
                          details=[field_error("query/start_time", f"more than {MAX_BUCKETS} {bucket} buckets")])
     return start, end
 

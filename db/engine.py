@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 
 from tiris import config
-from tiris.errors import ServiceUnavailable
+from db.errors import Unavailable
 
 _engine: sa.Engine | None = None
 
@@ -53,7 +53,7 @@ def _unavailable_when_down():
     except (exc.OperationalError, exc.TimeoutError) as error:
         if not _is_outage(error):
             raise
-        raise ServiceUnavailable() from error
+        raise Unavailable() from error
 
 
 @contextlib.contextmanager
@@ -68,3 +68,19 @@ def reading():
     """A connection for reads in autocommit: no BEGIN/ROLLBACK round trips around a single SELECT."""
     with _unavailable_when_down(), engine().connect() as conn:
         yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
+# SQLSTATE classes of failures the same work may survive later: a lost connection (08), a serialization failure or
+# deadlock (40), resources (53), a cancel, time-out or shutdown (57), the server's I/O (58), a lock time-out (55P03).
+_TRANSIENT_STATES = ("08", "40", "53", "57", "58", "55P03")
+
+
+def transient(error: BaseException) -> bool:
+    """Whether `error` is a failure of the infrastructure (retry later) rather than of the work itself (a data error
+    or a bug, which no retry cures)."""
+    if isinstance(error, (Unavailable, exc.TimeoutError, OSError)):
+        return True
+    if isinstance(error, exc.DBAPIError):
+        state = getattr(error.orig, "sqlstate", None)
+        return error.connection_invalidated or state is None or state.startswith(_TRANSIENT_STATES)
+    return False

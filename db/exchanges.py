@@ -8,7 +8,7 @@ from db import pagination
 from db.access import Caller, readable_by
 from db.schema import exchanges, sub_accounts
 from tiris import crypto
-from tiris.errors import Conflict, NotFound
+from db.errors import Conflict, NotFound
 
 PUBLIC_COLUMNS = [exchanges.c[name] for name in (
     "id", "user_id", "name", "type", "status", "api_key_masked", "info", "created_at", "updated_at")]

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from db.schema import idempotency_keys
-from tiris.errors import Conflict
+from db.errors import Conflict
 
 
 def fingerprint(method: str, path: str, body) -> bytes:

@@ -7,7 +7,7 @@ import uuid
 
 import sqlalchemy as sa
 
-from tiris.errors import BadRequest, field_error
+from db.errors import Invalid, field_error
 
 
 def encode_cursor(time: dt.datetime, row_id: uuid.UUID) -> str:
@@ -24,7 +24,7 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
             raise ValueError("naive time")
         return parsed, uuid.UUID(row_id)
     except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError):
-        raise BadRequest("The cursor is not one this service issued.",
+        raise Invalid("The cursor is not one this service issued.",
                          details=[field_error("query/cursor", "unreadable cursor")]) from None
 
 
@@ -36,7 +36,7 @@ def in_range(query: sa.Select, time_col: sa.Column, start_time: str | None, end_
         try:
             query = query.where(compare(dt.datetime.fromisoformat(value)))
         except ValueError:  # valid RFC 3339 that Python cannot hold, e.g. nanoseconds
-            raise BadRequest(details=[field_error(f"query/{name}", "unsupported date-time")]) from None
+            raise Invalid(details=[field_error(f"query/{name}", "unsupported date-time")]) from None
     return query
 
 

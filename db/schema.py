@@ -190,7 +190,10 @@ processed_events = sa.Table(
     sa.Column("subject", sa.Text, nullable=False),
     sa.Column("stream_seq", sa.BigInteger),
     sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    # applied: its effects were made; refused: it was dead-lettered. Both are handled: neither is applied again.
+    sa.Column("outcome", sa.Text, nullable=False, server_default="applied"),
     _info(),
+    sa.CheckConstraint("outcome IN ('applied', 'refused')", name="outcome"),
     sa.Index("ix_processed_events_processed_at", "processed_at"),
     _gin_info("processed_events"),
 )
@@ -201,7 +204,8 @@ dead_letters = sa.Table(
     "dead_letters",
     metadata,
     _id(),
-    sa.Column("event_id", sa.Text),
+    sa.Column("event_id", sa.Text),  # the payload's
+    sa.Column("msg_id", sa.Text),  # the Nats-Msg-Id header, which may differ (and be why it is here)
     sa.Column("subject", sa.Text, nullable=False),
     sa.Column("stream_seq", sa.BigInteger),
     sa.Column("payload", sa.Text, nullable=False),
@@ -242,7 +246,6 @@ consumer_state = sa.Table(
     sa.Column("failed", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("dead_lettered", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("balance_drifts", sa.BigInteger, nullable=False, server_default="0"),
-    sa.Column("pending", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("last_stream_seq", sa.BigInteger),
     sa.Column("last_processed_at", sa.DateTime(timezone=True)),
     sa.Column("seen_at", sa.DateTime(timezone=True)),  # the owning process's last sign of life, idle or not

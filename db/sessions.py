@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from db.schema import refresh_tokens, sessions, users
 from tiris import cache
-from tiris.errors import Unauthorized
+from db.errors import Denied
 
 
 @dataclass(frozen=True)
@@ -62,16 +62,16 @@ def rotate(conn: sa.Connection, token: str, ttl: int) -> Issued | Reused:
                               .join(refresh_tokens, refresh_tokens.c.session_id == sessions.c.id)
                               .where(refresh_tokens.c.token_hash == _hash(token))).first()
         if reused is None:
-            raise Unauthorized("This refresh token is unknown.", code="INVALID_REFRESH_TOKEN")
+            raise Denied("This refresh token is unknown.", code="INVALID_REFRESH_TOKEN")
         revoke(conn, reused.id, "refresh token reused")
         return Reused(reused.id, reused.user_id)
     session = conn.execute(sa.select(sessions.c.user_id, sessions.c.revoked_at, users.c.status)
                            .join(users, users.c.id == sessions.c.user_id)
                            .where(sessions.c.id == spent.session_id)).one()
     if session.revoked_at is not None or spent.expires_at <= dt.datetime.now(dt.timezone.utc):
-        raise Unauthorized("This refresh token has expired or its session has ended.", code="INVALID_REFRESH_TOKEN")
+        raise Denied("This refresh token has expired or its session has ended.", code="INVALID_REFRESH_TOKEN")
     if session.status != "active":
-        raise Unauthorized("This account is disabled.", code="ACCOUNT_DISABLED")
+        raise Denied("This account is disabled.", code="ACCOUNT_DISABLED")
     return Issued(spent.session_id, session.user_id, _new_refresh_token(conn, spent.session_id, ttl))
 
 

@@ -1,14 +1,15 @@
-"""Sub-accounts: per-asset balances within an exchange. Balances change only through db.ledger."""
+"""Sub-accounts: per-asset balances within an exchange. Balances change only through db/booking.py."""
 
 import uuid
 from decimal import Decimal
 
 import sqlalchemy as sa
 
-from db import ledger, pagination, trades
+from db import booking, pagination
 from db.access import Caller, readable_by
+from db.commands import Entry, Transfer
+from db.errors import Conflict, NotFound
 from db.schema import exchanges, sub_accounts
-from tiris.errors import Conflict, NotFound
 
 PUBLIC_COLUMNS = [*(sub_accounts.c[name] for name in (
     "id", "user_id", "exchange_id", "name", "symbol", "balance", "locked", "info", "created_at", "updated_at")),
@@ -25,20 +26,19 @@ def _check_name_free(conn: sa.Connection, exchange_id, name: str, exclude=None) 
         raise Conflict("This exchange already has a sub-account with this name.", code="DUPLICATE_NAME")
 
 
-def create(conn: sa.Connection, caller: Caller, body: dict) -> dict:
+def create(conn: sa.Connection, caller: Caller, *, exchange_id: uuid.UUID, name: str, symbol: str,
+           opening_balance: Decimal, info: dict) -> dict:
     exchange = conn.execute(sa.select(exchanges.c.id).where(
-        exchanges.c.id == body["exchange_id"], exchanges.c.user_id == caller.id,
-        exchanges.c.deleted_at.is_(None)).with_for_update()).first()
+        exchanges.c.id == exchange_id, exchanges.c.user_id == caller.id,
+        exchanges.c.deleted_at.is_(None)).with_for_update()).first()  # a concurrent delete of the exchange waits
     if exchange is None:
         raise NotFound("Exchange not found.")
-    _check_name_free(conn, exchange.id, body["name"])
+    _check_name_free(conn, exchange.id, name)
     new_id = conn.execute(sa.insert(sub_accounts).values(
-        user_id=caller.id, exchange_id=exchange.id, name=body["name"], symbol=body["symbol"],
-        info=body.get("info", {})).returning(sub_accounts.c.id)).scalar_one()
-    opening = Decimal(body.get("balance", "0"))
-    if opening > 0:  # nothing sets a balance without a transaction: the initial balance is an opening credit
-        accounts = ledger.lock(conn, caller.id, [new_id])
-        ledger.apply(conn, accounts, [ledger.Leg(new_id, "credit", opening, "opening_balance")])
+        user_id=caller.id, exchange_id=exchange.id, name=name, symbol=symbol, info=info)
+        .returning(sub_accounts.c.id)).scalar_one()
+    if opening_balance > 0:  # nothing sets a balance without a transaction: the initial balance is an opening credit
+        booking.book_one(conn, Entry(caller.id, Transfer(new_id, "credit", opening_balance, "opening_balance")))
     return get(conn, caller, new_id)
 
 
@@ -60,14 +60,16 @@ def list_page(conn: sa.Connection, caller: Caller, *, limit: int, cursor: str | 
     return pagination.page(conn, query, sub_accounts.c.created_at, sub_accounts.c.id, limit, cursor)
 
 
-def update(conn: sa.Connection, caller: Caller, sub_account_id, body: dict) -> dict:
+def update(conn: sa.Connection, caller: Caller, sub_account_id, *, name: str | None = None,
+           info: dict | None = None) -> dict:
+    """Changes what is given (None: unchanged)."""
     owned = sa.and_(sub_accounts.c.id == sub_account_id, sub_accounts.c.user_id == caller.id, LIVE)
     row = conn.execute(sa.select(sub_accounts.c.exchange_id).where(owned).with_for_update()).first()
     if row is None:
         raise NotFound("Sub-account not found.")
-    if "name" in body:
-        _check_name_free(conn, row.exchange_id, body["name"], exclude=uuid.UUID(str(sub_account_id)))
-    values = {k: body[k] for k in ("name", "info") if k in body}
+    if name is not None:
+        _check_name_free(conn, row.exchange_id, name, exclude=uuid.UUID(str(sub_account_id)))
+    values = {k: v for k, v in (("name", name), ("info", info)) if v is not None}
     return dict(conn.execute(sa.update(sub_accounts).where(owned).values(**values, updated_at=sa.func.now())
                              .returning(*PUBLIC_COLUMNS)).mappings().one())
 
@@ -81,9 +83,3 @@ def delete(conn: sa.Connection, caller: Caller, sub_account_id) -> None:
         raise Conflict("A sub-account can be deleted only when its balance is 0.", code="SUB_ACCOUNT_HAS_BALANCE",
                        details={"balance": row.balance})
     conn.execute(sa.update(sub_accounts).where(owned).values(deleted_at=sa.func.now(), updated_at=sa.func.now()))
-
-
-def move(conn: sa.Connection, caller: Caller, sub_account_id, kind: str, body: dict) -> dict:
-    """A deposit or withdraw through the sub-account's own endpoint; returns the transaction."""
-    return trades.apply_transfer(conn, caller.id, uuid.UUID(str(sub_account_id)), kind, Decimal(body["amount"]),
-                                 reason=body.get("reason"), info=body.get("info"))

@@ -5,7 +5,7 @@ import sqlalchemy as sa
 from db import pagination
 from db.access import Caller, readable_by
 from db.schema import transactions
-from tiris.errors import NotFound
+from db.errors import NotFound
 
 
 def get(conn: sa.Connection, caller: Caller, transaction_id: str) -> dict:

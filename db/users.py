@@ -8,7 +8,7 @@ from sqlalchemy.dialects.postgresql import insert
 from db import balance_history, pagination
 from db.schema import exchanges, sessions, sub_accounts, trading_logs, users
 from tiris import cache
-from tiris.errors import Conflict, NotFound
+from db.errors import Conflict, NotFound
 
 PUBLIC_COLUMNS = [users.c[name] for name in (
     "id", "username", "email", "avatar", "role", "status", "settings", "info", "created_at", "updated_at")]

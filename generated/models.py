@@ -47,7 +47,12 @@ class BotStatus(BaseModel):
     last_seen_at: AwareDatetime
     status: Status
     user_id: UUID | None = None
-    version: str | None = None
+    version: Annotated[
+        str | None,
+        Field(
+            description="The bot's software version; null when its heartbeat did not say."
+        ),
+    ] = None
 
 
 class ConsumerStatus(BaseModel):
@@ -61,12 +66,22 @@ class ConsumerStatus(BaseModel):
     duplicates: Annotated[
         int,
         Field(
-            description="Events whose id had already been processed; they changed nothing."
+            description="Events whose id had already been handled; they changed nothing."
         ),
     ]
     failed: Annotated[int, Field(description="Failed attempts (retried with backoff).")]
-    last_processed_at: AwareDatetime | None = None
-    last_stream_seq: int | None = None
+    last_processed_at: Annotated[
+        AwareDatetime | None,
+        Field(
+            description="When its last batch committed; null before its first batch."
+        ),
+    ]
+    last_stream_seq: Annotated[
+        int | None,
+        Field(
+            description="The last batch's last stream sequence; null before its first batch."
+        ),
+    ]
     name: Annotated[
         str,
         Field(
@@ -74,23 +89,42 @@ class ConsumerStatus(BaseModel):
         ),
     ]
     pending: Annotated[
-        int,
+        int | None,
         Field(
-            description="Events in the stream not yet delivered to it (as of its last batch)."
+            description="Messages waiting for it now, live from JetStream: not yet delivered, or delivered and not yet acknowledged (a batch being retried counts). Null when JetStream cannot be asked or the consumer does not exist there yet."
         ),
     ]
     processed: int
     seen_at: Annotated[
         AwareDatetime | None,
-        Field(description="The owning process's last sign of life."),
-    ] = None
+        Field(
+            description="The owning process's last sign of life; null if none ever ran."
+        ),
+    ]
+    stalled: Annotated[
+        bool | None,
+        Field(
+            description="True when messages wait and it has neither delivered nor acknowledged any for CONSUMER_STALL_AFTER seconds, or when it is positioned beyond the stream's end. Null when JetStream cannot be asked."
+        ),
+    ]
 
 
 class DeadLetter(BaseModel):
     attempts: int
     created_at: AwareDatetime
-    event_id: str | None = None
+    event_id: Annotated[
+        str | None,
+        Field(
+            description="The payload's `event_id`; absent when the payload names none."
+        ),
+    ] = None
     id: UUID
+    msg_id: Annotated[
+        str | None,
+        Field(
+            description="The message's `Nats-Msg-Id` header, when it had one (it may differ from `event_id`)."
+        ),
+    ] = None
     payload: Annotated[
         str,
         Field(
@@ -155,6 +189,7 @@ class EventHeaders(BaseModel):
             description="Equal to the payload's `event_id`; JetStream drops a re-publish of the same id within its duplicate window.",
             max_length=200,
             min_length=1,
+            pattern="^[^\\u0000]*$",
         ),
     ]
 
@@ -362,16 +397,25 @@ class SignalEvent(BaseModel):
             description="Unique per event; also the `Nats-Msg-Id` header.",
             max_length=200,
             min_length=1,
+            pattern="^[^\\u0000]*$",
         ),
     ]
     event_type: EventType
     exchange_id: UUID
     info: Info | None = None
-    message: Annotated[str, Field(max_length=2000, min_length=1)]
+    message: Annotated[
+        str, Field(max_length=2000, min_length=1, pattern="^[^\\u0000]*$")
+    ]
     schema_version: SchemaVersion
     signal: SignalAction
     source: Annotated[
-        str, Field(description="The bot's name.", max_length=100, min_length=1)
+        str,
+        Field(
+            description="The bot's name.",
+            max_length=100,
+            min_length=1,
+            pattern="^[^\\u0000]*$",
+        ),
     ]
     strength: DecimalModel | None = None
     symbol: Annotated[
@@ -611,6 +655,7 @@ class BalanceLockEvent(BaseModel):
             description="Unique per event; also the `Nats-Msg-Id` header.",
             max_length=200,
             min_length=1,
+            pattern="^[^\\u0000]*$",
         ),
     ]
     event_type: EventType
@@ -622,11 +667,18 @@ class BalanceLockEvent(BaseModel):
             description="The exchange's (or the bot's) order id.",
             max_length=200,
             min_length=1,
+            pattern="^[^\\u0000]*$",
         ),
     ] = None
     schema_version: SchemaVersion
     source: Annotated[
-        str, Field(description="The bot's name.", max_length=100, min_length=1)
+        str,
+        Field(
+            description="The bot's name.",
+            max_length=100,
+            min_length=1,
+            pattern="^[^\\u0000]*$",
+        ),
     ]
     sub_account_id: Annotated[
         UUID, Field(description="The user's sub-account on this exchange.")
@@ -648,6 +700,7 @@ class BalanceUpdatedEvent(BaseModel):
             description="Unique per event; also the `Nats-Msg-Id` header.",
             max_length=200,
             min_length=1,
+            pattern="^[^\\u0000]*$",
         ),
     ]
     event_type: EventType
@@ -657,7 +710,13 @@ class BalanceUpdatedEvent(BaseModel):
     previous_balance: DecimalModel
     schema_version: SchemaVersion
     source: Annotated[
-        str, Field(description="The bot's name.", max_length=100, min_length=1)
+        str,
+        Field(
+            description="The bot's name.",
+            max_length=100,
+            min_length=1,
+            pattern="^[^\\u0000]*$",
+        ),
     ]
     sub_account_id: Annotated[
         UUID, Field(description="The user's sub-account on this exchange.")
@@ -704,6 +763,7 @@ class ErrorEvent(BaseModel):
             description="A stable, machine-readable code, e.g. ORDER_REJECTED.",
             max_length=100,
             min_length=1,
+            pattern="^[^\\u0000]*$",
         ),
     ]
     event_id: Annotated[
@@ -712,16 +772,25 @@ class ErrorEvent(BaseModel):
             description="Unique per event; also the `Nats-Msg-Id` header.",
             max_length=200,
             min_length=1,
+            pattern="^[^\\u0000]*$",
         ),
     ]
     event_type: EventType
     exchange_id: UUID
     info: Info | None = None
-    message: Annotated[str, Field(max_length=2000, min_length=1)]
+    message: Annotated[
+        str, Field(max_length=2000, min_length=1, pattern="^[^\\u0000]*$")
+    ]
     schema_version: SchemaVersion
     severity: Severity
     source: Annotated[
-        str, Field(description="The bot's name.", max_length=100, min_length=1)
+        str,
+        Field(
+            description="The bot's name.",
+            max_length=100,
+            min_length=1,
+            pattern="^[^\\u0000]*$",
+        ),
     ]
     timestamp: Annotated[
         AwareDatetime, Field(description="When it happened, at the bot.")
@@ -775,7 +844,13 @@ class HeartbeatEvent(BaseModel):
         extra="forbid",
     )
     bot_id: Annotated[
-        str, Field(description="The bot instance's id.", max_length=100, min_length=1)
+        str,
+        Field(
+            description="The bot instance's id.",
+            max_length=100,
+            min_length=1,
+            pattern="^[^\\u0000]*$",
+        ),
     ]
     event_id: Annotated[
         str,
@@ -783,6 +858,7 @@ class HeartbeatEvent(BaseModel):
             description="Unique per event; also the `Nats-Msg-Id` header.",
             max_length=200,
             min_length=1,
+            pattern="^[^\\u0000]*$",
         ),
     ]
     event_type: EventType
@@ -790,7 +866,13 @@ class HeartbeatEvent(BaseModel):
     info: Info | None = None
     schema_version: SchemaVersion
     source: Annotated[
-        str, Field(description="The bot's name.", max_length=100, min_length=1)
+        str,
+        Field(
+            description="The bot's name.",
+            max_length=100,
+            min_length=1,
+            pattern="^[^\\u0000]*$",
+        ),
     ]
     status: BotState
     timestamp: Annotated[
@@ -799,7 +881,12 @@ class HeartbeatEvent(BaseModel):
     uptime_seconds: Annotated[int | None, Field(ge=0)] = None
     user_id: Annotated[UUID, Field(description="Equal to the subject's last token.")]
     version: Annotated[
-        str | None, Field(description="The bot's software version.", max_length=50)
+        str | None,
+        Field(
+            description="The bot's software version.",
+            max_length=50,
+            pattern="^[^\\u0000]*$",
+        ),
     ] = None
 
 
@@ -855,6 +942,7 @@ class OrderEvent(BaseModel):
             description="Unique per event; also the `Nats-Msg-Id` header.",
             max_length=200,
             min_length=1,
+            pattern="^[^\\u0000]*$",
         ),
     ]
     event_type: EventType
@@ -866,6 +954,7 @@ class OrderEvent(BaseModel):
             description="The exchange's (or the bot's) order id.",
             max_length=200,
             min_length=1,
+            pattern="^[^\\u0000]*$",
         ),
     ]
     order_type: OrderType
@@ -878,12 +967,22 @@ class OrderEvent(BaseModel):
     ]
     reason: Annotated[
         str | None,
-        Field(description="Why the order was cancelled or failed.", max_length=2000),
+        Field(
+            description="Why the order was cancelled or failed.",
+            max_length=2000,
+            pattern="^[^\\u0000]*$",
+        ),
     ] = None
     schema_version: SchemaVersion
     side: OrderSide
     source: Annotated[
-        str, Field(description="The bot's name.", max_length=100, min_length=1)
+        str,
+        Field(
+            description="The bot's name.",
+            max_length=100,
+            min_length=1,
+            pattern="^[^\\u0000]*$",
+        ),
     ]
     symbol: Annotated[
         str,
@@ -916,6 +1015,7 @@ class OrderFilledEvent(BaseModel):
             description="Unique per event; also the `Nats-Msg-Id` header.",
             max_length=200,
             min_length=1,
+            pattern="^[^\\u0000]*$",
         ),
     ]
     event_type: EventType
@@ -929,6 +1029,7 @@ class OrderFilledEvent(BaseModel):
             description="The exchange's (or the bot's) order id.",
             max_length=200,
             min_length=1,
+            pattern="^[^\\u0000]*$",
         ),
     ]
     order_type: OrderType
@@ -941,12 +1042,22 @@ class OrderFilledEvent(BaseModel):
     ]
     reason: Annotated[
         str | None,
-        Field(description="Why the order was cancelled or failed.", max_length=2000),
+        Field(
+            description="Why the order was cancelled or failed.",
+            max_length=2000,
+            pattern="^[^\\u0000]*$",
+        ),
     ] = None
     schema_version: SchemaVersion
     side: OrderSide
     source: Annotated[
-        str, Field(description="The bot's name.", max_length=100, min_length=1)
+        str,
+        Field(
+            description="The bot's name.",
+            max_length=100,
+            min_length=1,
+            pattern="^[^\\u0000]*$",
+        ),
     ]
     symbol: Annotated[
         str,
@@ -965,6 +1076,7 @@ class OrderFilledEvent(BaseModel):
             description="The exchange's trade id; one order may fill in several trades.",
             max_length=200,
             min_length=1,
+            pattern="^[^\\u0000]*$",
         ),
     ]
     user_id: Annotated[UUID, Field(description="Equal to the subject's last token.")]

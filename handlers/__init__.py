@@ -4,8 +4,10 @@ Handlers take what Connexion validated, call db/, and return a generated model; 
 """
 
 import json
+from typing import Callable
 
 import flask
+import sqlalchemy as sa
 from pydantic import BaseModel
 
 from db import engine, idempotency
@@ -29,10 +31,11 @@ def page(list_cls: type[BaseModel], item_cls: type[BaseModel], result: tuple[lis
     return list_cls(items=items, next_cursor=next_cursor) if next_cursor else list_cls(items=items)
 
 
-def money_post(who: Caller, body: dict, status: int, operation):
-    """Runs `operation(conn)` in one transaction, honouring the Idempotency-Key header.
+def idempotent_write(who: Caller, body: dict, status: int, operation: Callable[[sa.Connection], BaseModel]):
+    """Runs `operation(conn)` in one transaction, honouring the Idempotency-Key header; returns (JSON, status).
 
-    The stored response is exactly what the first attempt returned, so a retry cannot tell it was replayed.
+    With a key, the request is claimed in the same transaction: the stored response is exactly what the first
+    attempt returned, so a retry cannot tell it was replayed.
     """
     key = flask.request.headers.get("Idempotency-Key")
     with engine.transaction() as conn:
@@ -41,9 +44,8 @@ def money_post(who: Caller, body: dict, status: int, operation):
             stored = idempotency.claim(conn, who.id, key, request_hash)
             if stored is not None:
                 return stored[1], stored[0]
-        result = operation(conn)
+        result = json.loads(jsonify.dumps(operation(conn)))
         if key:
-            result = json.loads(jsonify.dumps(result))
             idempotency.record(conn, who.id, key, status, result)
     return result, status
 

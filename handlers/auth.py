@@ -4,7 +4,8 @@ from db import engine, identities, oauth_states, sessions, users
 from generated.models import LoginStart, TokenPair, User
 from handlers import audit_trail, caller, model
 from tiris import auth, config
-from tiris.errors import ApiError, BadRequest, Unauthorized
+from db.errors import DomainError
+from tiris.errors import BadRequest, Unauthorized
 from tiris.oauth import google, wechat
 
 
@@ -40,7 +41,7 @@ def complete_login(body):
     provider = body["provider"]
     try:
         identity = _provider_identity(provider, body["state"], body["code"])
-    except ApiError as error:
+    except DomainError as error:
         with engine.transaction() as conn:
             audit_trail(conn, "auth.login_failed", info={"provider": provider, "code": error.code})
         raise

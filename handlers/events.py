@@ -1,19 +1,35 @@
-from consumers import admin
-from db import engine, event_status
+import datetime as dt
+
+from consumers import admin, progress
+from db import bots, consumer_state, dead_letters, engine
 from generated.models import DeadLetter, DeadLetterList, EventsStatus, Replay
 from handlers import caller, model, page
 from tiris import config
 
+COUNTERS = dict.fromkeys(consumer_state.COUNTERS, 0)
+
 
 def get_events_status(token_info):
+    """Counters from the database, lag and stalls from JetStream now; every partition listed, even before its
+    consumer first ran."""
+    settings = config.current()
+    live = progress.read(settings.nats_url, settings.consumer_partitions, settings.consumer_stall_after)
     with engine.reading() as conn:
-        return model(EventsStatus, event_status.status(conn, caller(token_info)))
+        counted = consumer_state.rows(conn)
+        bots_seen = bots.visible(conn, caller(token_info))
+        waiting = dead_letters.waiting(conn)
+    names = sorted(set(counted) | set(live or {}) | set(progress.names(settings.consumer_partitions)))
+    consumers = [{**COUNTERS, "last_stream_seq": None, "last_processed_at": None, "seen_at": None,
+                  **counted.get(name, {}), "name": name,
+                  "pending": live[name].pending if live and name in live else None,
+                  "stalled": live[name].stalled if live and name in live else None} for name in names]
+    return model(EventsStatus, {"consumers": consumers, "bots": bots_seen, "dead_letters": waiting})
 
 
 def list_dead_letters(limit=100, cursor=None, redriven=None):
     with engine.reading() as conn:
         return page(DeadLetterList, DeadLetter,
-                    event_status.dead_letter_page(conn, limit=limit, cursor=cursor, redriven=redriven))
+                    dead_letters.page(conn, limit=limit, cursor=cursor, redriven=redriven))
 
 
 def redrive_dead_letter(dead_letter_id):
@@ -22,6 +38,7 @@ def redrive_dead_letter(dead_letter_id):
 
 def replay_events(body):
     settings = config.current()
+    start_time = dt.datetime.fromisoformat(body["start_time"]) if "start_time" in body else None
     names = admin.replay(settings.nats_url, settings.consumer_partitions, settings.consumer_batch,
-                         start_time=body.get("start_time"), start_sequence=body.get("start_sequence"))
+                         start_time=start_time, start_sequence=body.get("start_sequence"))
     return model(Replay, {"consumers": names, **body}), 202

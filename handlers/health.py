@@ -1,5 +1,5 @@
-from consumers import admin
-from db import engine, event_status, health
+from consumers import admin, progress
+from db import consumer_state, engine, health
 from generated.models import Health
 from tiris import config
 
@@ -20,6 +20,14 @@ def get_readiness():
 
 
 def _consumer() -> str:
+    """ok, or what is wrong: no consumer process alive, or a partition not advancing while messages wait."""
     with engine.reading() as conn:
-        seen = event_status.consumer_seen_within(conn, CONSUMER_SILENCE)
-    return {True: "ok", False: "silent", None: "never started"}[seen]
+        seen = consumer_state.seen_within(conn, CONSUMER_SILENCE)
+    if not seen:
+        return {False: "silent", None: "never started"}[seen]
+    settings = config.current()
+    live = progress.read(settings.nats_url, settings.consumer_partitions, settings.consumer_stall_after)
+    if live is None:
+        return "unknown"
+    stalled = sorted(name for name, each in live.items() if each.stalled)
+    return f"stalled: {', '.join(stalled)}" if stalled else "ok"

@@ -1,6 +1,11 @@
-from db import balance_history, engine, sub_accounts
-from generated.models import BalanceHistory, SubAccount, SubAccountList, Transaction
-from handlers import caller, model, money_post, page
+import uuid
+from typing import Literal
+
+from db import balance_history, booking, engine, sub_accounts
+from db.commands import Entry, Transfer
+from generated.models import (BalanceHistory, Deposit, SubAccount, SubAccountCreate, SubAccountList, Transaction,
+                              Withdrawal)
+from handlers import caller, idempotent_write, model, page
 from tiris import metrics
 
 
@@ -12,8 +17,10 @@ def list_sub_accounts(token_info, limit=100, cursor=None, user_id=None, exchange
 
 
 def create_sub_account(body, token_info):
-    who = caller(token_info)
-    return money_post(who, body, 201, lambda conn: model(SubAccount, sub_accounts.create(conn, who, body)))
+    who, new = caller(token_info), SubAccountCreate.model_validate(body)
+    return idempotent_write(who, body, 201, lambda conn: model(SubAccount, sub_accounts.create(
+        conn, who, exchange_id=new.exchange_id, name=new.name, symbol=new.symbol.root,
+        opening_balance=new.balance.root if new.balance else 0, info=body.get("info", {}))))
 
 
 def get_sub_account(sub_account_id, token_info):
@@ -23,7 +30,8 @@ def get_sub_account(sub_account_id, token_info):
 
 def update_sub_account(sub_account_id, body, token_info):
     with engine.transaction() as conn:
-        return model(SubAccount, sub_accounts.update(conn, caller(token_info), sub_account_id, body))
+        return model(SubAccount, sub_accounts.update(conn, caller(token_info), sub_account_id,
+                                                     name=body.get("name"), info=body.get("info")))
 
 
 def delete_sub_account(sub_account_id, token_info):
@@ -32,18 +40,23 @@ def delete_sub_account(sub_account_id, token_info):
     return None, 204
 
 
-def deposit_to_sub_account(sub_account_id, body, token_info):
+def _transfer(sub_account_id, body, token_info, asked: Deposit | Withdrawal, direction: Literal["credit", "debit"]):
+    """A deposit (credit) or withdrawal (debit) through the sub-account's own endpoint; answers its transaction."""
     who = caller(token_info)
-    result = money_post(who, body, 201, lambda conn: model(
-        Transaction, sub_accounts.move(conn, who, sub_account_id, "deposit", body)))
+    command = Transfer(uuid.UUID(sub_account_id), direction, asked.amount.root, str(asked.reason),  # the contract's default
+                       info=body.get("info", {}))
+    return idempotent_write(who, body, 201, lambda conn: model(
+        Transaction, booking.book_one(conn, Entry(who.id, command)).transactions[0]))
+
+
+def deposit_to_sub_account(sub_account_id, body, token_info):
+    result = _transfer(sub_account_id, body, token_info, Deposit.model_validate(body), "credit")
     metrics.DEPOSITS.inc()
     return result
 
 
 def withdraw_from_sub_account(sub_account_id, body, token_info):
-    who = caller(token_info)
-    return money_post(who, body, 201, lambda conn: model(
-        Transaction, sub_accounts.move(conn, who, sub_account_id, "withdraw", body)))
+    return _transfer(sub_account_id, body, token_info, Withdrawal.model_validate(body), "debit")
 
 
 def get_sub_account_balance_history(sub_account_id, bucket, token_info, start_time=None, end_time=None):

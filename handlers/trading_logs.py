@@ -1,6 +1,10 @@
-from db import engine, trading_logs
-from generated.models import TradeType, TradingLog, TradingLogList
-from handlers import caller, model, money_post, page
+from dataclasses import replace
+
+from db import booking, engine, trading_logs
+from db.commands import Entry, Log, Trade, Transfer
+from generated.models import (NoteLogCreate, TradeLogCreate, TradingLog, TradingLogCreate, TradingLogList, TradingLogType,
+                              TransferLogCreate, TransferType)
+from handlers import caller, idempotent_write, model, page
 from tiris import metrics
 
 
@@ -14,10 +18,28 @@ def list_trading_logs(token_info, limit=100, cursor=None, user_id=None, sub_acco
 
 def create_trading_log(body, token_info):
     who = caller(token_info)
-    result = money_post(who, body, 201, lambda conn: model(TradingLog, trading_logs.create(conn, who, body)))
-    if body["type"] in set(TradeType):
+    entry = _entry(who.id, TradingLogCreate.model_validate(body).root, body)
+    result = idempotent_write(who, body, 201, lambda conn: model(TradingLog, booking.book_one(conn, entry).log))
+    if isinstance(entry.command, Trade):
         metrics.TRADES.inc()
     return result
+
+
+def _entry(user_id, asked: TradeLogCreate | TransferLogCreate | NoteLogCreate, body: dict) -> Entry:
+    """The log and what it books: a trade, a transfer, or nothing (a note)."""
+    log = Log(type=TradingLogType(asked.type.value), source=asked.source, exchange_id=asked.exchange_id,
+              message=asked.message, event_time=asked.event_time, info=body.get("info", {}))
+    if isinstance(asked, TradeLogCreate):
+        trade = asked.trade
+        return Entry(user_id, Trade(asked.type, asked.exchange_id, trade.base_sub_account_id,
+                                    trade.quote_sub_account_id, trade.volume.root, trade.price.root, trade.fee.root,
+                                    symbol=trade.symbol), replace(log, trade=body["trade"]))
+    if isinstance(asked, TransferLogCreate):
+        direction = "credit" if asked.type == TransferType.deposit else "debit"
+        transfer = Transfer(asked.sub_account_id, direction, asked.amount.root, asked.type.value,
+                            exchange_id=asked.exchange_id)
+        return Entry(user_id, transfer, replace(log, sub_account_id=asked.sub_account_id, amount=asked.amount.root))
+    return Entry(user_id, None, replace(log, sub_account_id=asked.sub_account_id))
 
 
 def get_trading_log(trading_log_id, token_info):

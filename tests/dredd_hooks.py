@@ -197,8 +197,9 @@ def _events() -> None:
     """What only the event consumer writes: a dead letter per redrive outcome, counters, a bot's heartbeat."""
     import sqlalchemy as sa
 
-    from db import engine, event_status, events
-    from db.schema import dead_letters
+    from consumers.entries import entry_for
+    from db import booking, consumer_state, dead_letters, engine, schema
+    from generated.models import HeartbeatEvent
 
     user, exchange = state["users"]["user"], state["exchange"]
 
@@ -208,19 +209,19 @@ def _events() -> None:
                 "bot_id": "tiris-bot-1", "status": "running", "version": "1.4.2", "uptime_seconds": 7260}
 
     def letter(event_id: str, payload: str, seq: int) -> str:
-        events.dead_letter(conn, event_id=event_id, subject=f"trading.heartbeat.{user}", stream_seq=seq,
-                           payload=payload, reason="NOT_FOUND: Exchange not found.", attempts=1)
-        return str(conn.execute(sa.select(dead_letters.c.id).where(dead_letters.c.event_id == event_id)).scalar_one())
+        dead_letters.keep(conn, event_id=event_id, msg_id=event_id, subject=f"trading.heartbeat.{user}",
+                          stream_seq=seq, payload=payload, reason="NOT_FOUND: Exchange not found.", attempts=1)
+        return str(conn.execute(sa.select(schema.dead_letters.c.id)
+                                .where(schema.dead_letters.c.event_id == event_id)).scalar_one())
 
     with engine.transaction() as conn:
         beat = heartbeat("dredd-beat-0")
-        events.claim(conn, beat, f"trading.heartbeat.{user}", 1)
-        events.apply(conn, beat)
-        events.count(conn, "tiris-ledger-p0", processed=1, pending=0, last_stream_seq=1,
-                     last_processed_at=sa.func.now(), seen_at=sa.func.now())
+        booking.book_one(conn, entry_for(HeartbeatEvent.model_validate(beat)))
+        consumer_state.add(conn, "tiris-ledger-p0", processed=1, last_stream_seq=1, last_processed_at=sa.func.now(),
+                           seen_at=sa.func.now())
         state["letter_redrivable"] = letter("dredd-beat-1", json.dumps(heartbeat("dredd-beat-1")), 2)
         state["letter_redriven"] = letter("dredd-beat-2", json.dumps(heartbeat("dredd-beat-2")), 3)
-        event_status.mark_redriven(conn, state["letter_redriven"])
+        dead_letters.mark_redriven(conn, state["letter_redriven"])
         state["letter_invalid"] = letter("dredd-junk-1", "{not json", 4)  # re-driving it is still a 422
 
 

@@ -16,8 +16,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from db import engine, events, users
-from db.schema import dead_letters
+from db import dead_letters, engine, schema, users
 from tests.conftest import TEST_ENV, Api, expect_error
 from tests.helpers import create_exchange, create_sub_account, trade
 from tests.server import ROOT
@@ -68,9 +67,9 @@ def world(make_api):
         carol = users.ensure(conn, "carol@example.com")
         users.set_status(conn, carol["id"], "disabled")
         dave = users.ensure(conn, "dave@example.com")  # whom the admin operations act on
-        events.dead_letter(conn, event_id="e-1", subject=f"trading.heartbeat.{alice.user['id']}", stream_seq=1,
-                           payload="{}", reason="test", attempts=1)
-        letter = conn.execute(sa.select(dead_letters.c.id)).scalar_one()
+        dead_letters.keep(conn, event_id="e-1", msg_id="e-1", subject=f"trading.heartbeat.{alice.user['id']}",
+                          stream_seq=1, payload="{}", reason="test", attempts=1)
+        letter = conn.execute(sa.select(schema.dead_letters.c.id)).scalar_one()
     ids = {"user_id": str(dave["id"]), "exchange_id": exchange["id"], "sub_account_id": usdt["id"],
            "base_sub_account_id": eth["id"], "quote_sub_account_id": usdt["id"],
            "transaction_id": log["transaction_ids"][0], "trading_log_id": log["id"], "dead_letter_id": str(letter)}

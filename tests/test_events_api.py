@@ -7,8 +7,9 @@ from pathlib import Path
 import sqlalchemy as sa
 import yaml
 
-from db import engine, exchanges, sub_accounts, users
+from db import booking, engine, exchanges, sub_accounts, users
 from db.access import Caller
+from db.commands import Entry, Transfer
 from tests.conftest import expect_error
 from tests.helpers import balance_of
 from tests.jetstream import jetstream, publish, settled, start_consumer, wait_for  # noqa: F401
@@ -43,10 +44,11 @@ def _story_accounts() -> None:
                                                   "api_secret": "example"})
         conn.execute(sa.text("UPDATE exchanges SET id = :new WHERE id = :old"), {"new": EXCHANGE, "old": exchange["id"]})
         for fixed, symbol in ((ETH, "ETH"), (USDT, "USDT")):
-            account = sub_accounts.create(conn, owner, {"exchange_id": EXCHANGE, "name": symbol, "symbol": symbol})
+            account = sub_accounts.create(conn, owner, exchange_id=uuid.UUID(EXCHANGE), name=symbol, symbol=symbol,
+                                          opening_balance=Decimal(0), info={})
             conn.execute(sa.text("UPDATE sub_accounts SET id = :new WHERE id = :old"),
                          {"new": fixed, "old": account["id"]})
-        sub_accounts.move(conn, owner, USDT, "deposit", {"amount": "10000"})
+        booking.book_one(conn, Entry(owner.id, Transfer(uuid.UUID(USDT), "credit", Decimal(10000), "deposit")))
 
 
 def test_every_asyncapi_example_takes_its_documented_effect(client, settings, jetstream, start_consumer):

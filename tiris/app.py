@@ -19,7 +19,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from db import engine
 from tiris import cache, config, error_handlers, jsonify, logs, metrics, operations, ratelimit, web
-from tiris.errors import NotFound
+from db.errors import NotFound
 from tiris.validation import VALIDATOR_MAP
 
 SPEC = Path(__file__).resolve().parent.parent / "openapi.yaml"

@@ -13,7 +13,8 @@ import jwt
 from db import engine, users
 from db.access import Caller
 from tiris import cache, config
-from tiris.errors import Forbidden, Unauthorized
+from db.errors import Forbidden
+from tiris.errors import Unauthorized
 
 ALGORITHM = "HS256"
 

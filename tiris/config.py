@@ -73,6 +73,7 @@ class Settings:
     nats_url: str
     consumer_batch: int
     consumer_partitions: int
+    consumer_stall_after: int
     redis_url: str
     rate_limit_api: tuple[int, int]  # (requests, per seconds)
     rate_limit_trading: tuple[int, int]
@@ -205,6 +206,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
         consumer_batch=integer("CONSUMER_BATCH", 500, 1, 10000),
         # Changing it moves users between partitions: stop every consumer first, then start them with the new value.
         consumer_partitions=integer("CONSUMER_PARTITIONS", 4, 1, 64),
+        # A consumer with messages waiting whose acknowledgements have not moved for this long is reported stalled.
+        consumer_stall_after=integer("CONSUMER_STALL_AFTER", 60, 1, 3600),
         redis_url=env.get("REDIS_URL", ""),
         # Seed §9: 1000 requests an hour per user, 100 trading operations a minute per user, 10 auth operations
         # a minute per client address.

@@ -15,7 +15,8 @@ from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 
 from tiris import jsonify
-from tiris.errors import ApiError, Conflict
+from db.errors import Conflict, DomainError
+from tiris.errors import headers_of, status_of
 
 log = logging.getLogger("tiris.errors")
 
@@ -44,10 +45,11 @@ def render(request: ConnexionRequest, status: int, code: str, message: str, deta
                              body=jsonify.dumps({"error": body}), headers=headers)
 
 
-def api_error(request: ConnexionRequest, exc: ApiError) -> ConnexionResponse:
-    if exc.status >= 500:
+def domain_error(request: ConnexionRequest, exc: DomainError) -> ConnexionResponse:
+    status = status_of(exc)
+    if status >= 500:
         log.error("request failed: %s", exc.code, exc_info=exc)
-    return render(request, exc.status, exc.code, exc.message, exc.details, exc.headers)
+    return render(request, status, exc.code, exc.message, exc.details, headers_of(exc))
 
 
 def problem(request: ConnexionRequest, exc: ProblemException) -> ConnexionResponse:
@@ -88,7 +90,7 @@ def http_error_for(allowed: MethodsBySpec):
 def integrity_error(request: ConnexionRequest, exc: IntegrityError) -> ConnexionResponse:
     # A unique index lost a race the handler's own check could not see; the row was not written.
     if getattr(exc.orig, "sqlstate", None) == "23505":
-        return api_error(request, Conflict("A resource with these values already exists.", code="DUPLICATE"))
+        return domain_error(request, Conflict("A resource with these values already exists.", code="DUPLICATE"))
     return unhandled(request, exc)
 
 
@@ -98,7 +100,7 @@ def unhandled(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
 
 
 def register(app, spec_paths: dict) -> None:
-    app.add_error_handler(ApiError, api_error)
+    app.add_error_handler(DomainError, domain_error)
     app.add_error_handler(ProblemException, problem)
     app.add_error_handler(HTTPException, http_error_for(MethodsBySpec(spec_paths)))
     app.add_error_handler(IntegrityError, integrity_error)

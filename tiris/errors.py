@@ -1,19 +1,19 @@
-"""The service's errors. Raised anywhere (db/, handlers, middleware); rendered once, in tiris.error_handlers."""
+"""The HTTP door's errors: the one status table for the core's domain errors, and the errors born at the door itself
+(a malformed request, a bad token, a login provider that failed). All are rendered once, in tiris.error_handlers.
+"""
 
-import typing as t
+from db import errors as domain
 
 
-class ApiError(Exception):
+class ApiError(domain.DomainError):
+    """An error of the HTTP door itself, with its status; the core never raises these."""
     status = 500
     code = "INTERNAL_ERROR"
     message = "An unexpected error occurred."
 
-    def __init__(self, message: str | None = None, *, code: str | None = None, details: t.Any = None,
+    def __init__(self, message: str | None = None, *, code: str | None = None, details=None,
                  headers: dict[str, str] | None = None):
-        super().__init__(message or self.message)
-        self.message = message or self.message
-        self.code = code or self.code
-        self.details = details
+        super().__init__(message, code=code, details=details)
         self.headers = headers or {}
 
 
@@ -29,33 +29,6 @@ class Unauthorized(ApiError):
     message = "A valid bearer token is required."
 
 
-class Forbidden(ApiError):
-    status = 403
-    code = "FORBIDDEN"
-    message = "This operation needs the admin role."
-
-
-class NotFound(ApiError):
-    status = 404
-    code = "NOT_FOUND"
-    message = "Not found."
-
-
-class Conflict(ApiError):
-    status = 409
-    code = "CONFLICT"
-
-
-class Unprocessable(ApiError):
-    status = 422
-    code = "UNPROCESSABLE"
-
-
-class InsufficientBalance(Unprocessable):
-    code = "INSUFFICIENT_BALANCE"
-    message = "The available balance is smaller than the debit."
-
-
 class BadGateway(ApiError):
     status = 502
     code = "PROVIDER_ERROR"
@@ -68,5 +41,18 @@ class ServiceUnavailable(ApiError):
     message = "A dependency of the service is unavailable; try again shortly."
 
 
-def field_error(field: str, issue: str) -> dict[str, str]:
-    return {"field": field, "issue": issue}
+# The core's kinds of refusal, as HTTP statuses (DESIGN §3); the most specific class listed wins.
+STATUS: dict[type[domain.DomainError], int] = {
+    domain.Invalid: 400, domain.Denied: 401, domain.Forbidden: 403, domain.NotFound: 404, domain.Conflict: 409,
+    domain.Refused: 422, domain.Unavailable: 503,
+}
+
+
+def status_of(error: domain.DomainError) -> int:
+    if isinstance(error, ApiError):
+        return error.status
+    return next((STATUS[kind] for kind in type(error).__mro__ if kind in STATUS), 500)
+
+
+def headers_of(error: domain.DomainError) -> dict[str, str]:
+    return getattr(error, "headers", {})

@@ -10,7 +10,8 @@ from connexion.datastructures import MediaTypeDict
 from connexion.validators import JSONRequestBodyValidator, ParameterValidator
 from jsonschema import Draft4Validator
 
-from tiris.errors import BadRequest, field_error
+from db.errors import field_error
+from tiris.errors import BadRequest
 
 
 @Draft4Validator.FORMAT_CHECKER.checks("uuid", raises=ValueError)

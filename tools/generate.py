@@ -36,6 +36,18 @@ def _rewrite_refs(node):
     return node
 
 
+def _nullable(node):
+    """OpenAPI 3.0's `nullable: true` as JSON Schema says it (`type: [T, "null"]`), which the generator reads."""
+    if isinstance(node, list):
+        return [_nullable(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: _nullable(value) for key, value in node.items() if key != "nullable"}
+    if node.get("nullable") is True and "type" in out:
+        out["type"] = [out["type"], "null"]
+    return out
+
+
 def merged_schemas() -> dict:
     defs: dict = {}
     for name in ("openapi.yaml", "asyncapi.yaml"):
@@ -49,7 +61,7 @@ def merged_schemas() -> dict:
             if key in defs and defs[key] != schema:
                 sys.exit(f"schema {key!r} is defined differently in two contracts; define it once")
             defs[key] = schema
-    return {"title": "TirisContracts", "type": "object", "$defs": _rewrite_refs(defs)}
+    return {"title": "TirisContracts", "type": "object", "$defs": _nullable(_rewrite_refs(defs))}
 
 
 def render() -> str:

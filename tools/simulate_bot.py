@@ -218,8 +218,8 @@ def setup(count: int) -> list[dict]:
             exchange = exchanges.create(conn, caller, {"name": f"simulator-{tag}", "type": "simulator",
                                                        "api_key": f"sim-{uuid.uuid4().hex}",
                                                        "api_secret": secrets.token_hex(16)})
-            accounts = {symbol: sub_accounts.create(conn, caller, {"exchange_id": exchange["id"], "name": symbol,
-                                                                   "symbol": symbol, "balance": balance})
+            accounts = {symbol: sub_accounts.create(conn, caller, exchange_id=exchange["id"], name=symbol,
+                                                    symbol=symbol, opening_balance=Decimal(balance), info={})
                         for symbol, balance in FUNDING.items()}
         plan.append({"user_id": str(user["id"]), "exchange_id": str(exchange["id"]),
                      "base_sub_account_id": str(accounts["ETH"]["id"]), "base_symbol": "ETH",

@@ -5,11 +5,16 @@ encoding of money and times; no Connexion, no request or response validation, no
 it is what the framework costs us. Run: gunicorn 'tools.bench.ceiling_app:create_app()' --workers 2.
 """
 
+import uuid
+from decimal import Decimal
+
 import flask
 
-from db import engine, sub_accounts, transactions
+from db import booking, engine, sub_accounts, transactions
+from db.commands import Entry, Transfer
 from tiris import auth, config, jsonify
-from tiris.errors import ApiError
+from db.errors import DomainError
+from tiris.errors import status_of
 
 
 def _json(body, status: int = 200) -> flask.Response:
@@ -25,9 +30,9 @@ def create_app() -> flask.Flask:
     engine.configure(config.use(config.load()))
     app = flask.Flask(__name__)
 
-    @app.errorhandler(ApiError)
-    def refused(error: ApiError):
-        return _json({"error": {"code": error.code, "message": error.message}}, error.status)
+    @app.errorhandler(DomainError)
+    def refused(error: DomainError):
+        return _json({"error": {"code": error.code, "message": error.message}}, status_of(error))
 
     @app.get("/v1/sub-accounts/<sub_account_id>")
     def get_sub_account(sub_account_id):
@@ -46,7 +51,8 @@ def create_app() -> flask.Flask:
     @app.post("/v1/sub-accounts/<sub_account_id>/deposit")
     def deposit(sub_account_id):
         caller = _caller()
+        transfer = Transfer(uuid.UUID(sub_account_id), "credit", Decimal(flask.request.get_json()["amount"]), "deposit")
         with engine.transaction() as conn:
-            return _json(sub_accounts.move(conn, caller, sub_account_id, "deposit", flask.request.get_json()), 201)
+            return _json(booking.book_one(conn, Entry(caller.id, transfer)).transactions[0], 201)
 
     return app

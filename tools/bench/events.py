@@ -18,7 +18,9 @@ from decimal import Decimal
 import psycopg
 from psycopg.types.json import Jsonb
 
-from db import trades
+from db.commands import Trade
+from db.legs import trade_legs
+from generated.models import TradeType
 from tools import simulate_bot
 
 POLL = 0.01
@@ -112,10 +114,10 @@ def _rows(batch: list[dict], balances: dict[uuid.UUID, Decimal], symbols: dict[u
         buy = e["side"] == "buy"
         base, quote = uuid.UUID(e["base_sub_account_id"]), uuid.UUID(e["quote_sub_account_id"])
         log_id = uuid.uuid4()
-        trade = trades.Trade(kind="long" if buy else "short", base_sub_account_id=base, quote_sub_account_id=quote,
-                             volume=Decimal(e["amount"]), price=Decimal(e["price"]), fee=Decimal(e["fee"]))
+        trade = Trade(TradeType.long if buy else TradeType.short, uuid.UUID(e["exchange_id"]), base, quote,
+                      volume=Decimal(e["amount"]), price=Decimal(e["price"]), fee=Decimal(e["fee"]))
         tx_ids = []
-        for leg in trades.trade_legs(trade, symbols[quote]):
+        for leg in trade_legs(trade, symbols[quote]):
             balances[leg.sub_account_id] += leg.delta
             tx_ids.append(uuid.uuid4())
             legs.append((tx_ids[-1], now, e["user_id"], e["exchange_id"], leg.sub_account_id, leg.direction,
@@ -123,7 +125,7 @@ def _rows(batch: list[dict], balances: dict[uuid.UUID, Decimal], symbols: dict[u
                          e["event_id"], Jsonb({})))
         claims.append((e["event_id"], e["event_type"], e["user_id"], f"trading.orders.filled.{e['user_id']}",
                        stream_seq + n))
-        logs.append((log_id, now, e["timestamp"], e["user_id"], e["exchange_id"], trade.kind, "bot",
+        logs.append((log_id, now, e["timestamp"], e["user_id"], e["exchange_id"], trade.kind.value, "bot",
                      f"{e['side']} {e['amount']} {e['symbol']} order {e['order_id']} filled",
                      Jsonb({"base_sub_account_id": e["base_sub_account_id"], "symbol": e["symbol"],
                             "quote_sub_account_id": e["quote_sub_account_id"], "volume": e["amount"],

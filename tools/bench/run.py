@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -106,8 +107,9 @@ def _wait_http(url: str, headers: dict, process: subprocess.Popen, log: Path, ti
 
 def seed_rest_users(count: int, transactions_each: int) -> list[tuple[str, str]]:
     """Users with one funded sub-account and a page of history each; returns (token, sub-account id)."""
-    from db import engine, exchanges, ledger, sub_accounts, users
+    from db import booking, engine, exchanges, legs, sub_accounts, users
     from db.access import Caller
+    from db.commands import Entry, Transfer
     from tiris import auth
 
     tag, found = secrets.token_hex(3), []
@@ -117,11 +119,10 @@ def seed_rest_users(count: int, transactions_each: int) -> list[tuple[str, str]]
             caller = Caller(id=user["id"], role="user")
             exchange = exchanges.create(conn, caller, {
                 "name": "bench", "type": "simulator", "api_key": uuid.uuid4().hex, "api_secret": secrets.token_hex(16)})
-            account = sub_accounts.create(conn, caller, {"exchange_id": exchange["id"], "name": "USDT",
-                                                         "symbol": "USDT", "balance": "1000"})
-            for _ in range(transactions_each):
-                locked = ledger.lock(conn, user["id"], [account["id"]])
-                ledger.apply(conn, locked, [ledger.Leg(account["id"], "credit", ledger.QUANTUM * 1000, "deposit")])
+            account = sub_accounts.create(conn, caller, exchange_id=exchange["id"], name="USDT", symbol="USDT",
+                                          opening_balance=Decimal(1000), info={})
+            booking.book(conn, [Entry(user["id"], Transfer(account["id"], "credit", legs.QUANTUM * 1000, "deposit"))
+                                for _ in range(transactions_each)])
         found.append((auth.mint(user["id"], ttl=3600), str(account["id"])))
     return found
 

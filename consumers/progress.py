@@ -1,0 +1,60 @@
+"""How far each partition consumer is, as JetStream sees it now: the live lag, and whether it is stalled.
+
+Read by the status API and readiness on each request (a short-lived connection), never from the counters the
+consumer last wrote, which stand still exactly when something is wrong.
+"""
+
+import asyncio
+import datetime as dt
+from dataclasses import dataclass
+
+import nats
+from nats.js.errors import NotFoundError
+
+from consumers import runner
+
+
+@dataclass(frozen=True)
+class Progress:
+    name: str
+    pending: int  # messages waiting for it: not yet delivered, or delivered and not acknowledged
+    stalled: bool  # messages wait and it has neither delivered nor acknowledged for `stall_after`, or is past the end
+
+
+def names(partitions: int) -> list[str]:
+    return [runner.consumer_name(partition) for partition in range(partitions)]
+
+
+def read(nats_url: str, partitions: int, stall_after: float) -> dict[str, Progress] | None:
+    """Each partition consumer's progress; None when JetStream cannot be asked."""
+    try:
+        return asyncio.run(_read(nats_url, partitions, stall_after))
+    except Exception:  # noqa: BLE001 - unreachable, no stream yet, timed out: the same answer, "unknown"
+        return None
+
+
+async def _read(nats_url: str, partitions: int, stall_after: float) -> dict[str, Progress]:
+    nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False)
+    try:
+        js = nc.jetstream(timeout=2)
+        last_seq = (await js.stream_info(runner.STREAM)).state.last_seq
+        found = {}
+        for name in names(partitions):
+            try:
+                info = await js.consumer_info(runner.STREAM, name)
+            except NotFoundError:
+                continue
+            found[name] = _progress(info, last_seq, stall_after)
+        return found
+    finally:
+        await nc.close()
+
+
+def _progress(info, last_seq: int, stall_after: float) -> Progress:
+    pending = info.num_pending + info.num_ack_pending
+    # Advancing means delivering or acknowledging: a consumer that was idle and has just been fetching is not stalled.
+    moved = max(t for t in (info.created, info.delivered.last_active, info.ack_floor.last_active) if t)
+    quiet_for = (dt.datetime.now(dt.timezone.utc) - moved).total_seconds()
+    # A consumer positioned beyond the stream's end skips everything published until the stream catches up.
+    beyond_end = (info.config.opt_start_seq or 0) > last_seq + 1
+    return Progress(info.name, pending, beyond_end or (pending > 0 and quiet_for > stall_after))
