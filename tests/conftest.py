@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 
 from db import engine as db_engine
 from db import users
+from db.urls import psycopg_kwargs
 from tests.oauth_provider import Account, LoopbackProvider
 from tiris import auth, cache, config
 from tools import localnats, localpg
@@ -33,9 +34,7 @@ TEST_ENV = {
 
 
 def _admin_connection():
-    url = make_url(SERVER_URL)
-    return psycopg.connect(host=url.host, port=url.port or 5432, user=url.username, dbname="postgres",
-                           autocommit=True)
+    return psycopg.connect(**psycopg_kwargs(SERVER_URL, dbname="postgres", autocommit=True))
 
 
 def database_url_for(name: str) -> str:

@@ -23,8 +23,7 @@ from typing import Callable
 
 import psycopg
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
-
+from db.urls import psycopg_kwargs
 from tiris import metrics
 
 log = logging.getLogger("tiris.cache")
@@ -104,13 +103,11 @@ class _Listener:
         self.thread.start()
 
     def _run(self, database_url: str, stop: threading.Event) -> None:
-        url = make_url(database_url)
         delay = 0.5
         while not stop.is_set():
             try:
-                with psycopg.connect(host=url.host, port=url.port or 5432, user=url.username, password=url.password,
-                                     dbname=url.database, autocommit=True, connect_timeout=5,
-                                     application_name="tiris-cache-listener") as conn:
+                with psycopg.connect(**psycopg_kwargs(database_url, autocommit=True, connect_timeout=5,
+                                                      application_name="tiris-cache-listener")) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self.listening.set()
                     delay = 0.5
