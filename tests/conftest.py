@@ -12,12 +12,11 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from db import engine as db_engine
-from db import users
+from db import migrate, users
 from db.urls import psycopg_kwargs
 from tests.oauth_provider import Account, LoopbackProvider
 from tiris import auth, cache, config
 from tools import localnats, localpg
-from tools.cli import _migrate
 
 SERVER_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 TEST_ENV = {
@@ -45,7 +44,7 @@ def database_url_for(name: str) -> str:
 def template_database():
     name = f"tiris_template_{os.getpid()}"
     localpg.ensure_database(database_url_for(name))
-    _migrate(database_url_for(name))
+    migrate.upgrade(database_url_for(name))
     yield name
     with _admin_connection() as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

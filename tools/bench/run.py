@@ -23,6 +23,7 @@ import httpx
 import psycopg
 from sqlalchemy.engine import make_url
 
+from db import migrate
 from db.urls import psycopg_kwargs
 from tools import localnats
 from tools.bench import events as event_bench
@@ -65,9 +66,7 @@ class Database:
     def __enter__(self):
         with psycopg.connect(**self.admin) as c:
             c.execute(f'CREATE DATABASE "{self.name}"')
-        from tools.cli import _migrate
-
-        _migrate(self.url)
+        migrate.upgrade(self.url)
         return self
 
     def __exit__(self, *exc):

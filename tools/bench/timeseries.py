@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 import sqlalchemy as sa
 
-from db import balance_history, transactions
+from db import balance_history, migrate, transactions
 from db.access import Caller
 from db.urls import psycopg_kwargs
 from tools import seed_data
@@ -120,8 +120,6 @@ def report(results: list[tuple[int, float, dict]], runs: int, sample: int, serve
 
 def _load(admin: dict, name: str, size: int, reuse: bool) -> float | None:
     """A migrated database of `size` seeded transactions; the seconds its load took (None when reused)."""
-    from tools.cli import _migrate
-
     url = f"{SERVER}/{name}"
     if reuse:
         try:
@@ -133,7 +131,7 @@ def _load(admin: dict, name: str, size: int, reuse: bool) -> float | None:
     with psycopg.connect(**admin) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
-    _migrate(url)
+    migrate.upgrade(url)
     began = time.monotonic()
     seed_data.load(url, size, seed=size)
     seconds = time.monotonic() - began
