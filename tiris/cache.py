@@ -1,9 +1,9 @@
 """A per-process cache of what is read on every request and changes rarely, invalidated across processes.
 
-Today it holds the authentication lookup (a user's role and status). A write that changes a cached row calls
-`announce(conn, ...)` inside its transaction: that invalidates this process's entry at once and sends a
-PostgreSQL NOTIFY, which PostgreSQL delivers at commit (and only if the transaction commits) to a listener thread
-in every process using the cache (all gunicorn workers of all replicas), which drops the entry.
+Today it holds the authentication lookup (a user's role and status). A write that changes a cached row announces
+it inside its transaction (db/notices.py): this process hears it at once and drops the entry, and the PostgreSQL
+NOTIFY, which PostgreSQL delivers at commit (and only if the transaction commits), reaches a listener thread in
+every process using the cache (all gunicorn workers of all replicas), which drops the entry.
 
 Guarantees, and their limits:
 - An entry is served only while this process's listener is connected and listening; when its connection drops
@@ -22,12 +22,13 @@ import time
 from typing import Callable
 
 import psycopg
-import sqlalchemy as sa
+
+from db import notices
 from db.urls import psycopg_kwargs
 from tiris import metrics
 
 log = logging.getLogger("tiris.cache")
-CHANNEL = "tiris_cache"
+CHANNEL = notices.CHANNEL
 _MISSING = object()
 
 
@@ -74,17 +75,13 @@ def get(name: str, key: str, load: Callable[[], object]):
     return caches[name].get(key, load) if name in caches else load()
 
 
-def announce(conn: sa.Connection, name: str, key) -> None:
-    """Inside the writing transaction: drops the entry here now, and in every process when it commits."""
-    if name in caches:
-        caches[name].invalidate(str(key))
-    conn.execute(sa.select(sa.func.pg_notify(CHANNEL, f"{name}:{key}")))
-
-
-def _apply(payload: str) -> None:
-    name, _, key = payload.partition(":")
+def _invalidate(name: str, key: str) -> None:
+    """A notice from db/ (its topic names the cache of the same name): from this process's write, or a listener's."""
     if name in caches:
         caches[name].invalidate(key)
+
+
+notices.subscribe(_invalidate)  # this process's own writes: dropped at once, not when the notification comes back
 
 
 class _Listener:
@@ -113,7 +110,7 @@ class _Listener:
                     delay = 0.5
                     while not stop.is_set():
                         for notification in conn.notifies(timeout=1.0):
-                            _apply(notification.payload)
+                            _invalidate(*notices.parse(notification.payload))
             except psycopg.Error as error:
                 if not stop.is_set():
                     log.warning("cache invalidation listener lost (%s); caching is off until it is back",
@@ -137,7 +134,7 @@ def stop() -> None:
 
 def configure(database_url: str, ttl: float) -> None:
     """Starts this process's listener (in each worker, after the fork) on the service's database."""
-    for name in ("users",):
+    for name in (notices.USERS,):
         caches[name] = Cache(name, ttl)
     _listener.listening.clear()
     _listener.start(database_url)
