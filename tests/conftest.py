@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from db import engine as db_engine
-from db import migrate, users
+from db import crypto, migrate, users
 from db.urls import psycopg_kwargs
 from tests.oauth_provider import Account, LoopbackProvider
 from tiris import auth, cache, config
@@ -110,6 +110,7 @@ def service_env(database_url, nats_server, oauth_session_provider):
 def settings(service_env):
     settings = config.use(config.load(service_env))
     db_engine.configure(settings)
+    crypto.configure(settings)
     yield settings
     cache.stop()  # its listener must not outlive the test's database
     db_engine.engine().dispose()

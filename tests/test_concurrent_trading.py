@@ -24,10 +24,10 @@ import psycopg
 import pytest
 
 from db import engine as db_engine
-from db import users
+from db import crypto, users
 from db.urls import psycopg_kwargs
 from tests.server import live_server  # noqa: F401  (a fixture, used by name)
-from tiris import auth, crypto
+from tiris import auth
 
 CLIENTS = 8
 OPERATIONS_PER_CLIENT = 50

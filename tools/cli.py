@@ -121,11 +121,12 @@ def cmd_user_role(args) -> None:
 
 
 def cmd_rotate_keys(args) -> None:
-    from db import engine, exchanges
+    from db import crypto, engine, exchanges
     from tiris import config
 
     settings = config.use(config.load())
     engine.configure(settings)
+    crypto.configure(settings)
     with engine.transaction() as conn:
         count = exchanges.rotate_keys(conn, settings.active_key_id)
     print(f"re-sealed {count} exchange(s) under key {settings.active_key_id}", file=sys.stderr)

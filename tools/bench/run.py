@@ -284,10 +284,12 @@ def main(argv=None) -> dict:
     with Database(args.server_url) as database, tempfile.TemporaryDirectory(prefix="tiris-bench-") as tmp:
         env["DATABASE_URL"] = database.url
         os.environ.update({k: env[k] for k in ("JWT_SECRET", "ENCRYPTION_KEYS", "API_KEY_HASH_KEY", "DATABASE_URL")})
-        from db import engine
+        from db import crypto, engine
         from tiris import config
 
-        engine.configure(config.use(config.load()))
+        settings = config.use(config.load())
+        engine.configure(settings)
+        crypto.configure(settings)  # the seeded users' exchanges have sealed credentials
         figures = {}
         if not args.skip_rest:
             figures["rest"] = bench_rest(args, env, Path(tmp))
