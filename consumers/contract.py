@@ -2,7 +2,8 @@
 
 Read from the contract at start-up, so a new channel needs no code here. Payloads are checked with JSON Schema
 against the contract itself: pydantic's Decimal drops the decimal-string patterns, and an event door that took
-`"fee": "-1"` or a float amount would let a bot mint money.
+`"fee": "-1"` or a float amount would let a bot mint money. The same merged schemas are what tools/generate.py
+makes generated/models.py from.
 """
 
 from dataclasses import dataclass
@@ -13,10 +14,56 @@ import yaml
 from jsonschema import Draft7Validator, FormatChecker
 from pydantic import BaseModel
 
-from generated import models
-from tools.generate import merged_schemas
+ROOT = Path(__file__).resolve().parent.parent
+ASYNCAPI = ROOT / "asyncapi.yaml"
+LOCAL_PREFIXES = ("#/components/schemas/", "openapi.yaml#/components/schemas/", "./openapi.yaml#/components/schemas/")
 
-ASYNCAPI = Path(__file__).resolve().parent.parent / "asyncapi.yaml"
+
+def _rewrite_refs(node):
+    """Points every schema reference at the merged document's `$defs`."""
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str):
+                for prefix in LOCAL_PREFIXES:
+                    if value.startswith(prefix):
+                        value = "#/$defs/" + value[len(prefix):]
+                        break
+            out[key] = _rewrite_refs(value)
+        return out
+    if isinstance(node, list):
+        return [_rewrite_refs(v) for v in node]
+    return node
+
+
+def _nullable(node):
+    """OpenAPI 3.0's `nullable: true` as JSON Schema says it (`type: [T, "null"]`), which the generator reads."""
+    if isinstance(node, list):
+        return [_nullable(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: _nullable(value) for key, value in node.items() if key != "nullable"}
+    if node.get("nullable") is True and "type" in out:
+        out["type"] = [out["type"], "null"]
+    return out
+
+
+def merged_schemas() -> dict:
+    """The schemas of openapi.yaml and asyncapi.yaml as one JSON Schema document (`$defs`): a schema both contracts
+    use (asyncapi.yaml refers to openapi.yaml's) is one definition. ValueError when a name has two definitions."""
+    defs: dict = {}
+    for name in ("openapi.yaml", "asyncapi.yaml"):
+        path = ROOT / name
+        if not path.exists():
+            continue
+        schemas = (yaml.safe_load(path.read_text()).get("components") or {}).get("schemas") or {}
+        for key, schema in schemas.items():
+            if "$ref" in schema and len(schema) == 1:
+                continue  # an alias of a schema defined in the other contract
+            if key in defs and defs[key] != schema:
+                raise ValueError(f"schema {key!r} is defined differently in two contracts; define it once")
+            defs[key] = schema
+    return {"title": "TirisContracts", "type": "object", "$defs": _nullable(_rewrite_refs(defs))}
 
 
 @dataclass(frozen=True)
@@ -61,6 +108,9 @@ def _inline(node, defs: dict, seen: tuple = ()):
 
 
 def load_channels() -> dict[str, Channel]:
+    # Imported here: tools/generate.py imports this module to write generated/, which may be missing or stale then.
+    from generated import models
+
     document = yaml.safe_load(ASYNCAPI.read_text())
     contract = merged_schemas()
     checker = FormatChecker()

@@ -19,12 +19,12 @@ import psycopg
 from nats.errors import ConnectionClosedError, NoServersError, TimeoutError as FetchTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 from nats.js.errors import NotFoundError, ServiceUnavailableError
-from sqlalchemy.engine import make_url
 
 from consumers import batch as batches
 from consumers.contract import load_channels
 from consumers.parse import Incoming
 from db import consumer_state, engine
+from db.urls import psycopg_kwargs
 from tiris import metrics
 
 log = logging.getLogger("tiris.consumer")
@@ -140,9 +140,7 @@ async def consume(nats_url: str, database_url: str, *, batch_size: int = 500, pa
                             name="tiris-consume")
     js = nc.jetstream()
     await ensure_stream(js)
-    url = make_url(database_url)
-    leases = await psycopg.AsyncConnection.connect(host=url.host, port=url.port or 5432, user=url.username,
-                                                   password=url.password, dbname=url.database, autocommit=True)
+    leases = await psycopg.AsyncConnection.connect(**psycopg_kwargs(database_url, autocommit=True))
     owned: dict[int, asyncio.Task] = {}
     while not stop.is_set():
         if failed := [task for task in owned.values() if task.done() and task.exception()]:

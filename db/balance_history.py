@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from db import sub_accounts
+from db import pagination, sub_accounts
 from db.access import Caller
 from db.errors import Invalid, field_error
 
@@ -34,18 +34,6 @@ def uses_aggregates(conn: sa.Connection) -> bool:
     return _has_aggregates[url]
 
 
-def _parse(name: str, value: str | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:  # valid RFC 3339 that Python cannot hold, e.g. nanoseconds
-        raise Invalid(details=[field_error(f"query/{name}", "unsupported date-time")]) from None
-    if parsed.tzinfo is None:  # buckets are UTC; a time without its offset names no instant
-        raise Invalid(details=[field_error(f"query/{name}", "a UTC offset is required")])
-    return parsed
-
-
 def _floor(moment: dt.datetime, width: dt.timedelta) -> dt.datetime:
     return moment - (moment - ORIGIN) % width
 
@@ -54,9 +42,9 @@ def window(bucket: str, start_time: str | None, end_time: str | None, now: dt.da
     """[start, end) widened to whole buckets; refuses an empty range or one of more than MAX_BUCKETS buckets."""
     width = BUCKETS[bucket]
     try:
-        end = _parse("end_time", end_time) or now
+        end = pagination.query_time("end_time", end_time) or now
         end = _floor(end, width) + (width if _floor(end, width) != end else dt.timedelta(0))
-        start = _parse("start_time", start_time)
+        start = pagination.query_time("start_time", start_time)
         start = _floor(start, width) if start is not None else end - DEFAULT_BUCKETS * width
     except OverflowError:  # a range that reaches past year 9999 once widened to whole buckets
         raise Invalid("The range reaches beyond the dates this service handles.",

@@ -1,17 +1,27 @@
 """The process's connection pool, and the two ways to use it: a transaction or a read."""
 
 import contextlib
+from typing import Protocol
 
 import sqlalchemy as sa
 from sqlalchemy import exc
 
-from tiris import config
 from db.errors import Unavailable
 
 _engine: sa.Engine | None = None
 
 
-def configure(settings: config.Settings) -> sa.Engine:
+class PoolSettings(Protocol):
+    """What the pool is built from; the service's settings (tiris.config.Settings) have these fields."""
+    database_url: str
+    db_pool_size: int
+    db_max_overflow: int
+    db_pool_timeout: float
+    db_pool_recycle: int
+    db_statement_timeout_ms: int
+
+
+def configure(settings: PoolSettings) -> sa.Engine:
     global _engine
     if _engine is not None:
         _engine.dispose()

@@ -4,10 +4,9 @@ import uuid
 
 import sqlalchemy as sa
 
-from db import pagination
+from db import crypto, pagination
 from db.access import Caller, readable_by
 from db.schema import exchanges, sub_accounts
-from tiris import crypto
 from db.errors import Conflict, NotFound
 
 PUBLIC_COLUMNS = [exchanges.c[name] for name in (

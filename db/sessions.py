@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from db import notices
 from db.schema import refresh_tokens, sessions, users
-from tiris import cache
 from db.errors import Denied
 
 
@@ -80,10 +80,10 @@ def revoke(conn: sa.Connection, session_id: uuid.UUID, reason: str) -> None:
                            .values(revoked_at=sa.func.now(), revoked_reason=reason)
                            .returning(sessions.c.user_id)).scalar()
     if user_id is not None:
-        cache.announce(conn, "users", user_id)  # authentication caches whether a session is live
+        notices.user_changed(conn, user_id)  # authentication caches whether a session is live
 
 
 def revoke_all(conn: sa.Connection, user_id: uuid.UUID, reason: str) -> int:
-    cache.announce(conn, "users", user_id)
+    notices.user_changed(conn, user_id)
     return conn.execute(sa.update(sessions).where(sessions.c.user_id == user_id, sessions.c.revoked_at.is_(None))
                         .values(revoked_at=sa.func.now(), revoked_reason=reason)).rowcount

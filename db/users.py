@@ -5,9 +5,8 @@ import uuid
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
-from db import balance_history, pagination
+from db import balance_history, notices, pagination
 from db.schema import exchanges, sessions, sub_accounts, trading_logs, users
-from tiris import cache
 from db.errors import Conflict, NotFound
 
 PUBLIC_COLUMNS = [users.c[name] for name in (
@@ -47,7 +46,7 @@ def update(conn: sa.Connection, user_id: uuid.UUID, changes: dict) -> dict:
 
 
 def set_status(conn: sa.Connection, user_id: str, status: str) -> dict:
-    cache.announce(conn, "users", user_id)  # authentication reads the status through the cache
+    notices.user_changed(conn, user_id)  # authentication reads the status through the cache
     row = conn.execute(sa.update(users).where(users.c.id == user_id)
                        .values(status=status, updated_at=sa.func.now()).returning(*PUBLIC_COLUMNS)).mappings().first()
     if row is None:
@@ -63,7 +62,7 @@ def set_role(conn: sa.Connection, email: str, role: str) -> tuple[dict, str]:
         raise NotFound(f"No user has the email {email}.")
     row = conn.execute(sa.update(users).where(users.c.id == before.id).values(role=role, updated_at=sa.func.now())
                        .returning(*PUBLIC_COLUMNS)).mappings().one()
-    cache.announce(conn, "users", before.id)  # authentication reads the role through the cache
+    notices.user_changed(conn, before.id)  # authentication reads the role through the cache
     return dict(row), before.role
 
 
@@ -79,7 +78,7 @@ def ensure(conn: sa.Connection, email: str, *, role: str = "user") -> dict:
     existing = conn.execute(sa.select(*PUBLIC_COLUMNS).where(users.c.email == email)).mappings().first()
     if existing is not None:
         if role == "admin" and existing["role"] != "admin":
-            cache.announce(conn, "users", existing["id"])
+            notices.user_changed(conn, existing["id"])
             return dict(conn.execute(sa.update(users).where(users.c.id == existing["id"]).values(role="admin")
                                      .returning(*PUBLIC_COLUMNS)).mappings().one())
         return dict(existing)

@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from db import engine as db_engine
-from db import users
+from db import crypto, migrate, users
+from db.urls import psycopg_kwargs
 from tests.oauth_provider import Account, LoopbackProvider
 from tiris import auth, cache, config
 from tools import localnats, localpg
-from tools.cli import _migrate
 
 SERVER_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 TEST_ENV = {
@@ -33,9 +33,7 @@ TEST_ENV = {
 
 
 def _admin_connection():
-    url = make_url(SERVER_URL)
-    return psycopg.connect(host=url.host, port=url.port or 5432, user=url.username, dbname="postgres",
-                           autocommit=True)
+    return psycopg.connect(**psycopg_kwargs(SERVER_URL, dbname="postgres", autocommit=True))
 
 
 def database_url_for(name: str) -> str:
@@ -46,7 +44,7 @@ def database_url_for(name: str) -> str:
 def template_database():
     name = f"tiris_template_{os.getpid()}"
     localpg.ensure_database(database_url_for(name))
-    _migrate(database_url_for(name))
+    migrate.upgrade(database_url_for(name))
     yield name
     with _admin_connection() as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -112,6 +110,7 @@ def service_env(database_url, nats_server, oauth_session_provider):
 def settings(service_env):
     settings = config.use(config.load(service_env))
     db_engine.configure(settings)
+    crypto.configure(settings)
     yield settings
     cache.stop()  # its listener must not outlive the test's database
     db_engine.engine().dispose()

@@ -15,8 +15,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from consumers import contract
 from generated import models
-from tools import generate, simulate_bot
+from tools import simulate_bot
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = yaml.safe_load((ROOT / "asyncapi.yaml").read_text())
@@ -24,7 +25,7 @@ MESSAGES = {name: (channel, DOC["components"]["messages"][ref["$ref"].rsplit("/"
             for channel in DOC["channels"].values() for name, ref in channel["messages"].items()}
 # The JSON Schema the models are generated from; unlike the models it keeps the decimal patterns (pydantic drops a
 # pattern on Decimal), so a "-1" or "1e3" amount fails here.
-CONTRACT = generate.merged_schemas()
+CONTRACT = contract.merged_schemas()
 PLAN = [
     {"user_id": "3fa85f64-5717-4562-b3fc-2c963f66afa6", "exchange_id": "6f1c2a4e-8b1d-4c8e-9d1a-3b2c4d5e6f70",
      "base_sub_account_id": "2a7d9e10-3c4b-4e5f-8a6b-7c8d9e0f1a2b", "base_symbol": "ETH", "base_balance": "100",
@@ -192,3 +193,11 @@ def test_setup_creates_users_with_funded_sub_accounts(service_env, monkeypatch):
     finally:
         engine.engine().dispose()
     assert all(e.kind == "valid" for e in simulate_bot.build_events(plan, count=50, mix=EVERY_TYPE, seed=6))
+
+
+def test_a_schema_defined_differently_in_the_two_contracts_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "openapi.yaml").write_text("components: {schemas: {Side: {type: string, enum: [buy, sell]}}}")
+    (tmp_path / "asyncapi.yaml").write_text("components: {schemas: {Side: {type: string, enum: [buy]}}}")
+    monkeypatch.setattr(contract, "ROOT", tmp_path)
+    with pytest.raises(ValueError, match="'Side' is defined differently"):
+        contract.merged_schemas()

@@ -24,9 +24,10 @@ import psycopg
 import pytest
 
 from db import engine as db_engine
-from db import users
+from db import crypto, users
+from db.urls import psycopg_kwargs
 from tests.server import live_server  # noqa: F401  (a fixture, used by name)
-from tiris import auth, crypto
+from tiris import auth
 
 CLIENTS = 8
 OPERATIONS_PER_CLIENT = 50
@@ -166,10 +167,6 @@ def _all_transactions(client: httpx.Client, sub_account_id: str) -> list[dict]:
     pytest.fail(f"more than {MAX_PAGES} pages of transactions for {sub_account_id}: the cursor does not advance")
 
 
-def _plain_url(service_env: dict) -> str:
-    return service_env["DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://", 1)
-
-
 def _expected_legs(op: Operation) -> list[tuple[str, str, Decimal]]:
     """(sub-account id, direction, amount) of each leg, from the contract's rules, in Decimal."""
     body = op.body
@@ -285,7 +282,7 @@ def test_concurrent_clients_keep_every_balance_equal_to_its_ledger(live_server, 
 
     # The same invariants straight from PostgreSQL, past the API's serialisation and pagination.
     trading_log_ids = {op.response["id"] for op in succeeded if op.path == "/v1/trading-logs"}
-    with psycopg.connect(_plain_url(service_env)) as conn:
+    with psycopg.connect(**psycopg_kwargs(service_env["DATABASE_URL"])) as conn:
         for symbol, sub_account_id in accounts.items():
             balance, credits, debits, count = conn.execute(
                 "SELECT s.balance,"
@@ -368,7 +365,7 @@ def test_no_response_or_log_line_contains_an_api_secret(live_server, settings, s
     for secret in secrets:
         assert secret not in log, f"{secret} is in {live_server.log_path}"
 
-    with psycopg.connect(_plain_url(service_env)) as conn:
+    with psycopg.connect(**psycopg_kwargs(service_env["DATABASE_URL"])) as conn:
         cursor = conn.execute("SELECT * FROM exchanges")
         columns = [column.name for column in cursor.description]
         rows = [dict(zip(columns, row)) for row in cursor]

@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import httpx
 import psycopg
-from sqlalchemy.engine import make_url
 
 from db import engine, users
+from db.urls import psycopg_kwargs
 from tests.helpers import create_exchange, create_sub_account
 from tests.server import live_server  # noqa: F401
 from tiris import auth
@@ -25,8 +25,7 @@ class LiveApi:
 
 
 def _connect(database_url: str) -> psycopg.Connection:
-    url = make_url(database_url)
-    return psycopg.connect(host=url.host, port=url.port or 5432, user=url.username, dbname=url.database)
+    return psycopg.connect(**psycopg_kwargs(database_url))
 
 
 def _waiting_on_a_lock(conn: psycopg.Connection) -> bool:

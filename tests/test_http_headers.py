@@ -84,17 +84,16 @@ def test_a_request_over_request_timeout_gets_a_503_in_the_error_format(service_e
     import time
 
     import psycopg
-    from sqlalchemy.engine import make_url
 
+    from db.urls import psycopg_kwargs
     from tests.helpers import create_exchange, create_sub_account
     from tiris import config as tiris_config
 
     api = make_api()
     account = create_sub_account(api, create_exchange(api)["id"], "USDT")
-    url = make_url(service_env["DATABASE_URL"])
     short = tiris_config.load({**service_env, "REQUEST_TIMEOUT": "1"})
     with create_app(short).test_client() as client, psycopg.connect(
-            host=url.host, port=url.port or 5432, user=url.username, dbname=url.database) as locker:
+            **psycopg_kwargs(service_env["DATABASE_URL"])) as locker:
         locker.execute("LOCK TABLE sub_accounts IN ACCESS EXCLUSIVE MODE")
         started = time.monotonic()
         response = client.get(f"/v1/sub-accounts/{account['id']}", headers={

@@ -1,43 +1,29 @@
 """Migrations: every revision upgrades, downgrades and upgrades again, and head matches db/schema.py."""
 
-from pathlib import Path
-
 import pytest
 import sqlalchemy as sa
-from alembic import command
 from alembic.autogenerate import compare_metadata
-from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from db import migrate
 from db.schema import metadata
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _config(url: str) -> Config:
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
-    cfg.set_main_option("sqlalchemy.url", url)
-    return cfg
-
-
-REVISIONS = list(reversed(list(ScriptDirectory(str(ROOT / "migrations")).walk_revisions())))
+REVISIONS = list(reversed(list(ScriptDirectory(str(migrate.SCRIPTS)).walk_revisions())))
 
 
 @pytest.fixture
 def empty_database_url(database_url):
     """The per-test database emptied back to no schema at all."""
-    command.downgrade(_config(database_url), "base")
+    migrate.downgrade(database_url, "base")
     return database_url
 
 
 @pytest.mark.parametrize("revision", REVISIONS, ids=[r.revision for r in REVISIONS])
 def test_migration_stairway_upgrade_downgrade_upgrade(empty_database_url, revision):
-    cfg = _config(empty_database_url)
-    command.upgrade(cfg, revision.revision)
-    command.downgrade(cfg, revision.down_revision or "base")
-    command.upgrade(cfg, revision.revision)
+    migrate.upgrade(empty_database_url, revision.revision)
+    migrate.downgrade(empty_database_url, revision.down_revision or "base")
+    migrate.upgrade(empty_database_url, revision.revision)
 
 
 def test_downgrade_to_base_leaves_no_tables(empty_database_url):

@@ -53,12 +53,12 @@ def test_exchange_with_live_sub_accounts_cannot_be_deleted(api):
 
 def test_rotate_keys_reseals_rows_under_the_new_active_key(api, settings):
     from db import exchanges as exchange_ops
-    from tiris import config, crypto
+    from db import crypto
 
     created = create_exchange(api, api_secret="rotate-me-secret")
     new_key = base64.b64decode(base64.b64encode(b"\x03" * 32))
-    config.use(settings.__class__(**{**settings.__dict__, "active_key_id": "k2",
-                                               "encryption_keys": {"k2": new_key, **settings.encryption_keys}}))
+    crypto.configure(settings.__class__(**{**settings.__dict__, "active_key_id": "k2",
+                                           "encryption_keys": {"k2": new_key, **settings.encryption_keys}}))
     try:
         with engine.transaction() as conn:
             assert exchange_ops.rotate_keys(conn, "k2") == 1
@@ -67,7 +67,7 @@ def test_rotate_keys_reseals_rows_under_the_new_active_key(api, settings):
         assert row.key_id == "k2"
         assert crypto.open_sealed(row.api_secret_ciphertext, "k2", row.user_id, "api_secret") == "rotate-me-secret"
     finally:
-        config.use(settings)
+        crypto.configure(settings)
 
 
 def test_sub_account_initial_balance_is_an_opening_credit(api):

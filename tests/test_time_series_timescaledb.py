@@ -17,12 +17,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 
-from db import balance_history, checkpoints
+from db import balance_history, checkpoints, migrate
 from db.access import Caller
 from tests.conftest import free_port
-from tests.test_migrations import _config
 
 pytestmark = pytest.mark.timescaledb
 
@@ -61,7 +59,7 @@ def _engine(url: str) -> sa.Engine:
 def _upgrade(url: str, monkeypatch, **settings) -> None:
     for name, value in settings.items():
         monkeypatch.setenv(f"TIMESCALEDB_{name.upper()}", value)
-    command.upgrade(_config(url), "head")
+    migrate.upgrade(url)
 
 
 def _scalar(engine: sa.Engine, sql: str, **params):
@@ -125,11 +123,11 @@ def test_upgrade_makes_hypertables_with_policies_and_aggregates_and_downgrade_re
     assert sum(proc == "policy_refresh_continuous_aggregate" for proc, _ in jobs) == 2
     assert not any(proc == "archive_ledger" for proc, _ in jobs)  # the ledger is kept whole unless asked
 
-    command.downgrade(_config(timescale_url), "0002")
+    migrate.downgrade(timescale_url, "0002")
     assert _jobs(engine) == {}
     assert _scalar(engine, "SELECT count(*) FROM timescaledb_information.continuous_aggregates") == 0
     assert _scalar(engine, "SELECT to_regclass('balance_checkpoints')") is None
-    command.upgrade(_config(timescale_url), "head")
+    migrate.upgrade(timescale_url)
     assert len(_jobs(engine)) == 5
 
 
@@ -202,7 +200,7 @@ def test_archive_job_records_checkpoints_before_dropping_old_chunks(timescale_ur
 
 def test_timescaledb_off_keeps_the_plain_postgresql_path_where_the_extension_exists(timescale_url, monkeypatch):
     monkeypatch.setenv("TIMESCALEDB", "off")
-    command.upgrade(_config(timescale_url), "head")
+    migrate.upgrade(timescale_url)
     engine = _engine(timescale_url)
     assert _scalar(engine, "SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'") == 0
     assert _scalar(engine, "SELECT to_regclass('sub_account_flows_daily')") is None

@@ -17,7 +17,7 @@ from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
 from starlette.middleware.cors import CORSMiddleware
 
-from db import engine
+from db import crypto, engine
 from tiris import cache, config, error_handlers, jsonify, logs, metrics, operations, ratelimit, web
 from db.errors import NotFound
 from tiris.validation import VALIDATOR_MAP
@@ -82,6 +82,7 @@ def create_app(settings: config.Settings | None = None) -> connexion.FlaskApp:
     settings = config.use(settings or config.load())
     logs.setup(settings.log_level)
     metrics.watch_pool(engine.configure(settings), settings.db_pool_size)
+    crypto.configure(settings)
     cache.configure(settings.database_url, settings.cache_ttl)
     spec_paths = yaml.safe_load(SPEC.read_text())["paths"]
     by_handler = operations.by_handler(spec_paths, lambda operation: SnakeCaseResolver.name_of(

@@ -1,9 +1,9 @@
 """A per-process cache of what is read on every request and changes rarely, invalidated across processes.
 
-Today it holds the authentication lookup (a user's role and status). A write that changes a cached row calls
-`announce(conn, ...)` inside its transaction: that invalidates this process's entry at once and sends a
-PostgreSQL NOTIFY, which PostgreSQL delivers at commit (and only if the transaction commits) to a listener thread
-in every process using the cache (all gunicorn workers of all replicas), which drops the entry.
+Today it holds the authentication lookup (a user's role and status). A write that changes a cached row announces
+it inside its transaction (db/notices.py): this process hears it at once and drops the entry, and the PostgreSQL
+NOTIFY, which PostgreSQL delivers at commit (and only if the transaction commits), reaches a listener thread in
+every process using the cache (all gunicorn workers of all replicas), which drops the entry.
 
 Guarantees, and their limits:
 - An entry is served only while this process's listener is connected and listening; when its connection drops
@@ -22,13 +22,13 @@ import time
 from typing import Callable
 
 import psycopg
-import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
+from db import notices
+from db.urls import psycopg_kwargs
 from tiris import metrics
 
 log = logging.getLogger("tiris.cache")
-CHANNEL = "tiris_cache"
+CHANNEL = notices.CHANNEL
 _MISSING = object()
 
 
@@ -75,17 +75,13 @@ def get(name: str, key: str, load: Callable[[], object]):
     return caches[name].get(key, load) if name in caches else load()
 
 
-def announce(conn: sa.Connection, name: str, key) -> None:
-    """Inside the writing transaction: drops the entry here now, and in every process when it commits."""
-    if name in caches:
-        caches[name].invalidate(str(key))
-    conn.execute(sa.select(sa.func.pg_notify(CHANNEL, f"{name}:{key}")))
-
-
-def _apply(payload: str) -> None:
-    name, _, key = payload.partition(":")
+def _invalidate(name: str, key: str) -> None:
+    """A notice from db/ (its topic names the cache of the same name): from this process's write, or a listener's."""
     if name in caches:
         caches[name].invalidate(key)
+
+
+notices.subscribe(_invalidate)  # this process's own writes: dropped at once, not when the notification comes back
 
 
 class _Listener:
@@ -104,19 +100,17 @@ class _Listener:
         self.thread.start()
 
     def _run(self, database_url: str, stop: threading.Event) -> None:
-        url = make_url(database_url)
         delay = 0.5
         while not stop.is_set():
             try:
-                with psycopg.connect(host=url.host, port=url.port or 5432, user=url.username, password=url.password,
-                                     dbname=url.database, autocommit=True, connect_timeout=5,
-                                     application_name="tiris-cache-listener") as conn:
+                with psycopg.connect(**psycopg_kwargs(database_url, autocommit=True, connect_timeout=5,
+                                                      application_name="tiris-cache-listener")) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self.listening.set()
                     delay = 0.5
                     while not stop.is_set():
                         for notification in conn.notifies(timeout=1.0):
-                            _apply(notification.payload)
+                            _invalidate(*notices.parse(notification.payload))
             except psycopg.Error as error:
                 if not stop.is_set():
                     log.warning("cache invalidation listener lost (%s); caching is off until it is back",
@@ -140,7 +134,7 @@ def stop() -> None:
 
 def configure(database_url: str, ttl: float) -> None:
     """Starts this process's listener (in each worker, after the fork) on the service's database."""
-    for name in ("users",):
+    for name in (notices.USERS,):
         caches[name] = Cache(name, ttl)
     _listener.listening.clear()
     _listener.start(database_url)

@@ -11,20 +11,11 @@ from tools import seed_data, simulate_bot
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _migrate(database_url: str) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
-    cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
-    command.upgrade(cfg, "head")
-
-
 def cmd_migrate(args) -> None:
+    from db import migrate
     from tiris import config
 
-    _migrate(config.database_url_from(os.environ))
+    migrate.upgrade(config.database_url_from(os.environ))
 
 
 def _metrics_dir() -> str:
@@ -61,13 +52,14 @@ def cmd_dev(args) -> None:
     """Local development: local defaults; PostgreSQL and NATS started if needed; migrations; API and consumer."""
     import subprocess
 
+    from db import migrate
     from tiris import config
     from tools import localnats, localpg
 
     config.apply_dev_defaults()  # in os.environ, so the workers and the consumer see the same secrets
     settings = config.load()
     localpg.ensure_database(settings.database_url)
-    _migrate(settings.database_url)
+    migrate.upgrade(settings.database_url)
     children = [localnats.ensure(settings.nats_url, Path(".tiris") / "nats")]
     children.append(subprocess.Popen([sys.executable, "-m", "tools.cli", "consume"], cwd=ROOT))
     print(f"tiris dev: serving on http://{settings.host}:{settings.port} (docs at /v1/ui)", file=sys.stderr)
@@ -129,11 +121,12 @@ def cmd_user_role(args) -> None:
 
 
 def cmd_rotate_keys(args) -> None:
-    from db import engine, exchanges
+    from db import crypto, engine, exchanges
     from tiris import config
 
     settings = config.use(config.load())
     engine.configure(settings)
+    crypto.configure(settings)
     with engine.transaction() as conn:
         count = exchanges.rotate_keys(conn, settings.active_key_id)
     print(f"re-sealed {count} exchange(s) under key {settings.active_key_id}", file=sys.stderr)

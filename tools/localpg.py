@@ -9,13 +9,13 @@ import subprocess
 import time
 
 import psycopg
-from sqlalchemy.engine import make_url
+
+from db.urls import psycopg_kwargs
 
 
-def _reachable(url) -> bool:
+def _reachable(server: dict) -> bool:
     try:
-        psycopg.connect(host=url.host, port=url.port or 5432, user=url.username, password=url.password,
-                        dbname="postgres", connect_timeout=3).close()
+        psycopg.connect(**{**server, "connect_timeout": 3}).close()
         return True
     except psycopg.OperationalError:
         return False
@@ -29,17 +29,18 @@ def _start_local_cluster() -> None:
 
 
 def ensure_database(database_url: str, *, wait_seconds: float = 30) -> None:
-    url = make_url(database_url)
-    if not _reachable(url):
-        if url.host not in (None, "localhost", "127.0.0.1", "::1"):
-            raise SystemExit(f"PostgreSQL at {url.host} is not reachable")
+    database = psycopg_kwargs(database_url)["dbname"]
+    server = psycopg_kwargs(database_url, dbname="postgres")
+    host = server.get("host")
+    if not _reachable(server):
+        if host not in (None, "localhost", "127.0.0.1", "::1"):
+            raise SystemExit(f"PostgreSQL at {host} is not reachable")
         _start_local_cluster()
         deadline = time.monotonic() + wait_seconds
-        while not _reachable(url):
+        while not _reachable(server):
             if time.monotonic() > deadline:
-                raise SystemExit(f"PostgreSQL did not come up at {url.host}:{url.port or 5432}")
+                raise SystemExit(f"PostgreSQL did not come up at {host}:{server['port']}")
             time.sleep(0.5)
-    with psycopg.connect(host=url.host, port=url.port or 5432, user=url.username, password=url.password,
-                         dbname="postgres", autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (url.database,)).fetchone() is None:
-            conn.execute(f'CREATE DATABASE "{url.database}"')
+    with psycopg.connect(**server, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone() is None:
+            conn.execute(f'CREATE DATABASE "{database}"')

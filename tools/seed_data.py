@@ -19,6 +19,8 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 
+from db.urls import psycopg_kwargs
+
 SCALE = 10 ** 8  # amounts are drawn in units of 1e-8 and written as decimals
 REASONS = ("long", "short", "fill", "deposit", "withdraw")
 SEED_INFO = '{"seed": true}'
@@ -26,11 +28,6 @@ SEED_INFO = '{"seed": true}'
 
 def _money(units: int) -> str:
     return f"{units // SCALE}.{units % SCALE:08d}"
-
-
-def _plain_url(database_url: str) -> str:
-    """psycopg takes libpq URLs; SQLAlchemy's driver suffix is not one."""
-    return database_url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 def _ledger_rows(rng: random.Random, user_id: str, exchange_id: str, sub_account_id: str, count: int,
@@ -63,7 +60,7 @@ def load(database_url: str, transactions: int, *, per_sub_account: int = 1000, s
     start, span = end - timedelta(days=days), days * 86400.0
     written, first, began, shown = 0, None, time.monotonic(), 0.0
     tag = uuid.uuid4().hex[:8]
-    with psycopg.connect(_plain_url(database_url)) as conn:
+    with psycopg.connect(**psycopg_kwargs(database_url)) as conn:
         for u in range(users_total):
             user_id, exchange_id = str(uuid.uuid4()), str(uuid.uuid4())
             accounts = min(sub_accounts_per_user, sub_account_total - u * sub_accounts_per_user)

@@ -205,11 +205,13 @@ async def publish(nats_url: str, events: list[Event], rate: float, progress: boo
 
 def setup(count: int) -> list[dict]:
     """Creates `count` users, each with an exchange and two funded sub-accounts, through the db layer."""
-    from db import engine, exchanges, sub_accounts, users
+    from db import crypto, engine, exchanges, sub_accounts, users
     from db.access import Caller
     from tiris import config
 
-    engine.configure(config.use(config.load()))
+    settings = config.use(config.load())
+    engine.configure(settings)
+    crypto.configure(settings)  # the simulator's exchanges have sealed credentials
     tag, plan = secrets.token_hex(4), []
     for n in range(1, count + 1):
         with engine.transaction() as conn:  # one user per transaction: a failure leaves whole users only

@@ -24,6 +24,8 @@ import httpx
 import psycopg
 from sqlalchemy.engine import make_url
 
+from db import migrate
+from db.urls import psycopg_kwargs
 from tools import localnats
 from tools.bench import events as event_bench
 from tools.bench import report, rest
@@ -57,22 +59,19 @@ class Database:
     """A fresh, migrated database of its own, dropped afterwards."""
 
     def __init__(self, server_url: str):
-        url = make_url(server_url)
         self.name = f"tiris_bench_{os.getpid()}_{secrets.token_hex(3)}"
-        self.admin = dict(host=url.host, port=url.port or 5432, user=url.username, password=url.password)
-        self.url = url.set(database=self.name).render_as_string(hide_password=False)
-        self.conninfo = psycopg.conninfo.make_conninfo(dbname=self.name, **{k: v for k, v in self.admin.items() if v})
+        self.admin = psycopg_kwargs(server_url, dbname="postgres", autocommit=True)
+        self.url = make_url(server_url).set(database=self.name).render_as_string(hide_password=False)
+        self.conninfo = psycopg.conninfo.make_conninfo(**psycopg_kwargs(self.url))
 
     def __enter__(self):
-        with psycopg.connect(dbname="postgres", autocommit=True, **{k: v for k, v in self.admin.items() if v}) as c:
+        with psycopg.connect(**self.admin) as c:
             c.execute(f'CREATE DATABASE "{self.name}"')
-        from tools.cli import _migrate
-
-        _migrate(self.url)
+        migrate.upgrade(self.url)
         return self
 
     def __exit__(self, *exc):
-        with psycopg.connect(dbname="postgres", autocommit=True, **{k: v for k, v in self.admin.items() if v}) as c:
+        with psycopg.connect(**self.admin) as c:
             c.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
@@ -286,10 +285,12 @@ def main(argv=None) -> dict:
     with Database(args.server_url) as database, tempfile.TemporaryDirectory(prefix="tiris-bench-") as tmp:
         env["DATABASE_URL"] = database.url
         os.environ.update({k: env[k] for k in ("JWT_SECRET", "ENCRYPTION_KEYS", "API_KEY_HASH_KEY", "DATABASE_URL")})
-        from db import engine
+        from db import crypto, engine
         from tiris import config
 
-        engine.configure(config.use(config.load()))
+        settings = config.use(config.load())
+        engine.configure(settings)
+        crypto.configure(settings)  # the seeded users' exchanges have sealed credentials
         figures = {}
         if not args.skip_rest:
             figures["rest"] = bench_rest(args, env, Path(tmp))

@@ -21,8 +21,9 @@ from pathlib import Path
 import psycopg
 import sqlalchemy as sa
 
-from db import balance_history, transactions
+from db import balance_history, migrate, transactions
 from db.access import Caller
+from db.urls import psycopg_kwargs
 from tools import seed_data
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,26 +118,24 @@ def report(results: list[tuple[int, float, dict]], runs: int, sample: int, serve
     return "\n".join(lines)
 
 
-def _load(admin_url: str, name: str, size: int, reuse: bool) -> float | None:
+def _load(admin: dict, name: str, size: int, reuse: bool) -> float | None:
     """A migrated database of `size` seeded transactions; the seconds its load took (None when reused)."""
-    from tools.cli import _migrate
-
     url = f"{SERVER}/{name}"
     if reuse:
         try:
-            with psycopg.connect(seed_data._plain_url(url)) as conn:
+            with psycopg.connect(**psycopg_kwargs(url)) as conn:
                 if conn.execute("SELECT count(*) FROM transactions").fetchone()[0] == size:
                     return None
         except psycopg.OperationalError:
             pass
-    with psycopg.connect(admin_url, autocommit=True) as conn:
+    with psycopg.connect(**admin) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
-    _migrate(url)
+    migrate.upgrade(url)
     began = time.monotonic()
     seed_data.load(url, size, seed=size)
     seconds = time.monotonic() - began
-    with psycopg.connect(seed_data._plain_url(url), autocommit=True) as conn:
+    with psycopg.connect(**psycopg_kwargs(url, autocommit=True)) as conn:
         conn.execute("VACUUM ANALYZE transactions, sub_accounts")
         conn.execute("CHECKPOINT")  # the load's dirty pages written now, not while timing
     return seconds
@@ -152,12 +151,12 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="reuse a kept database that has the size's rows")
     args = parser.parse_args()
 
-    admin_url = f"{SERVER}/postgres".replace("postgresql+psycopg://", "postgresql://")
+    admin = psycopg_kwargs(f"{SERVER}/postgres", autocommit=True)
     sizes = [int(s) for s in args.sizes.split(",")]
     names = {size: f"{args.database}_{size}" for size in sizes}
-    with psycopg.connect(admin_url, autocommit=True) as conn:
+    with psycopg.connect(**admin) as conn:
         server_version = conn.execute("SHOW server_version").fetchone()[0].split()[0]
-    loads = {size: _load(admin_url, names[size], size, args.reuse) for size in sizes}
+    loads = {size: _load(admin, names[size], size, args.reuse) for size in sizes}
     engines = {size: sa.create_engine(f"{SERVER}/{names[size]}", connect_args={"options": "-c timezone=UTC"})
                for size in sizes}
     try:
@@ -166,7 +165,7 @@ def main() -> None:
         for engine in engines.values():
             engine.dispose()
         if not args.keep:
-            with psycopg.connect(admin_url, autocommit=True) as conn:
+            with psycopg.connect(**admin) as conn:
                 for name in names.values():
                     conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     text = report([(size, loads[size], measured[size]) for size in sizes], args.runs, args.sample, server_version)
