@@ -38,7 +38,8 @@ Outcome = Booked | Rejected
 
 
 @dataclass
-class _Plan:
+class Plan:
+    """What one entry will write, worked out on the balances the entries before it left (pure: no database)."""
     legs: list[tuple[Leg, Decimal]] = field(default_factory=list)  # each leg with its closing balance
     locked: dict[uuid.UUID, Decimal] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
@@ -51,10 +52,10 @@ def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
     owners = _exchange_owners(conn, entries)
     before = ledger.lock_accounts(conn, {account_id for entry in entries for account_id in _accounts_named(entry)})
     state = dict(before)
-    plans: list[_Plan | DomainError] = []
+    plans: list[Plan | DomainError] = []
     for entry in entries:
         try:
-            plan = _plan(entry, state, owners)
+            plan = plan_entry(entry, state, owners)
         except DomainError as error:
             plans.append(error)
             continue
@@ -113,9 +114,9 @@ def _accounts_named(entry: Entry) -> list[uuid.UUID]:
     return named
 
 
-def _plan(entry: Entry, state: dict[uuid.UUID, Account], owners: dict[uuid.UUID, uuid.UUID]) -> _Plan:
+def plan_entry(entry: Entry, state: dict[uuid.UUID, Account], owners: dict[uuid.UUID, uuid.UUID]) -> Plan:
     """What the entry books, checked against what it names; raises its refusal (nothing planned then)."""
-    user, command, plan = entry.user_id, entry.command, _Plan()
+    user, command, plan = entry.user_id, entry.command, Plan()
     if entry.log:
         _check_exchange(owners, entry.log.exchange_id, user)
         if entry.log.sub_account_id:
