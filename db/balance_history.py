@@ -15,13 +15,14 @@ import sqlalchemy as sa
 from db import pagination, sub_accounts
 from db.access import Caller
 from db.errors import Invalid, field_error
+from generated.models import TradeType
 
 BUCKETS = {"1h": dt.timedelta(hours=1), "1d": dt.timedelta(days=1)}
 AGGREGATES = {"1h": "sub_account_flows_hourly", "1d": "sub_account_flows_daily"}
 ORIGIN = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 MAX_BUCKETS = 1000
 DEFAULT_BUCKETS = 30
-TRADE_REASONS = ("long", "short", "stop_loss", "fill")
+TRADE_REASONS = tuple(kind.value for kind in TradeType)  # a trade leg's reason is its kind
 
 _has_aggregates: dict[str, bool] = {}  # per database URL: migrations decide once, the answer does not change
 

@@ -114,9 +114,9 @@ def closing_balances(accounts: dict[uuid.UUID, Account], legs: list[Leg]) -> lis
         account = accounts[leg.sub_account_id]
         before = closing.get(account.id, account.balance)
         with localcontext(MONEY_CONTEXT):
-            after = before + leg.delta
+            after, available = before + leg.delta, before - account.locked
         if after < account.locked:
-            raise InsufficientBalance(details={"sub_account_id": str(account.id), "available": before - account.locked,
+            raise InsufficientBalance(details={"sub_account_id": str(account.id), "available": available,
                                                "required": leg.amount})
         if after >= LIMIT:
             raise Refused("The balance would exceed the largest amount the ledger holds (10^20).",

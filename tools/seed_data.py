@@ -22,7 +22,7 @@ import psycopg
 from db.urls import psycopg_kwargs
 
 SCALE = 10 ** 8  # amounts are drawn in units of 1e-8 and written as decimals
-REASONS = ("long", "short", "fill", "deposit", "withdraw")
+REASONS = ("long", "short", "stop_loss", "deposit", "withdraw")
 SEED_INFO = '{"seed": true}'
 
 
@@ -43,7 +43,7 @@ def _ledger_rows(rng: random.Random, user_id: str, exchange_id: str, sub_account
         else:
             reason = rng.choice(REASONS)
             amount = rng.randrange(1, 50 * SCALE)
-            direction = "credit" if reason in ("long", "deposit", "fill") or amount > balance else "debit"
+            direction = "credit" if reason in ("long", "deposit") or amount > balance else "debit"
             balance += amount if direction == "credit" else -amount
         lines.append(f"{uuid.uuid4()}\t{when}\t{user_id}\t{exchange_id}\t{sub_account_id}\t{direction}\t{reason}\t"
                      f"{_money(amount)}\t{_money(balance)}\t{SEED_INFO}\n")
