@@ -2,8 +2,6 @@
 
 import asyncio
 import datetime as dt
-import socket
-from urllib.parse import urlparse
 
 import nats
 from nats.js.api import DeliverPolicy
@@ -35,15 +33,6 @@ def redrive(dead_letter_id: str) -> dict:
         if result.outcome == "refused":
             raise Refused(f"It still cannot take effect: {result.reason}", code="STILL_REFUSED")
         return dead_letters.mark_redriven(conn, letter["id"])
-
-
-def nats_reachable(nats_url: str) -> bool:
-    url = urlparse(nats_url)
-    try:
-        socket.create_connection((url.hostname or "127.0.0.1", url.port or 4222), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def replay(nats_url: str, partitions: int, batch_size: int, *, start_time: dt.datetime | None = None,

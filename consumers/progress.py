@@ -6,7 +6,9 @@ consumer last wrote, which stand still exactly when something is wrong.
 
 import asyncio
 import datetime as dt
+import socket
 from dataclasses import dataclass
+from urllib.parse import urlparse
 
 import nats
 from nats.js.errors import NotFoundError
@@ -19,6 +21,15 @@ class Progress:
     name: str
     pending: int  # messages waiting for it: not yet delivered, or delivered and not acknowledged
     stalled: bool  # messages wait and it has neither delivered nor acknowledged for `stall_after`, or is past the end
+
+
+def nats_reachable(nats_url: str) -> bool:
+    url = urlparse(nats_url)
+    try:
+        socket.create_connection((url.hostname or "127.0.0.1", url.port or 4222), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def names(partitions: int) -> list[str]:

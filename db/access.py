@@ -2,6 +2,7 @@
 
 import uuid
 from dataclasses import dataclass
+from typing import Literal
 
 import sqlalchemy as sa
 
@@ -11,7 +12,7 @@ from db.errors import Forbidden
 @dataclass(frozen=True)
 class Caller:
     id: uuid.UUID
-    role: str
+    role: Literal["user", "admin"]
     session_id: uuid.UUID | None = None  # the login session of the access token; tokens from `tiris token` have none
 
     @property

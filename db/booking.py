@@ -64,7 +64,7 @@ def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
         for account_id, locked in plan.locked.items():
             state[account_id] = replace(state[account_id], locked=locked)
         plans.append(plan)
-    when = ledger.move(conn, before, state)
+    when = ledger.write_balances(conn, before, state)
 
     outcomes: list[Outcome] = []
     transactions, logs = [], []

@@ -37,10 +37,10 @@ def _check_unique(conn: sa.Connection, user_id: uuid.UUID, values: dict, exclude
         raise Conflict("This API key is already connected.", code="DUPLICATE_API_KEY")
 
 
-def create(conn: sa.Connection, caller: Caller, body: dict) -> dict:
-    values = {"user_id": caller.id, "name": body["name"], "type": body["type"],
-              "status": body.get("status", "active"), "info": body.get("info", {}),
-              **_credentials(caller.id, body["api_key"], body["api_secret"])}
+def create(conn: sa.Connection, caller: Caller, *, name: str, type_: str, api_key: str, api_secret: str,
+           status: str = "active", info: dict | None = None) -> dict:
+    values = {"user_id": caller.id, "name": name, "type": type_, "status": status, "info": info or {},
+              **_credentials(caller.id, api_key, api_secret)}
     _check_unique(conn, caller.id, values)
     return dict(conn.execute(sa.insert(exchanges).values(**values).returning(*PUBLIC_COLUMNS)).mappings().one())
 
@@ -59,15 +59,18 @@ def list_page(conn: sa.Connection, caller: Caller, *, limit: int, cursor: str | 
     return pagination.page(conn, query, exchanges.c.created_at, exchanges.c.id, limit, cursor)
 
 
-def update(conn: sa.Connection, caller: Caller, exchange_id: str, body: dict) -> dict:
+def update(conn: sa.Connection, caller: Caller, exchange_id: str, *, name: str | None = None,
+           status: str | None = None, info: dict | None = None, api_key: str | None = None,
+           api_secret: str | None = None) -> dict:
+    """Changes what is given (None: unchanged)."""
     owned = sa.and_(exchanges.c.id == exchange_id, exchanges.c.user_id == caller.id, LIVE)
     if conn.execute(sa.select(exchanges.c.id).where(owned).with_for_update()).first() is None:
         raise NotFound("Exchange not found.")
-    values = {k: body[k] for k in ("name", "status", "info") if k in body}
-    values.update(_credentials(caller.id, body.get("api_key"), body.get("api_secret")))
+    values = {k: v for k, v in (("name", name), ("status", status), ("info", info)) if v is not None}
+    values.update(_credentials(caller.id, api_key, api_secret))
     if "name" in values or "api_key_hash" in values:
         _check_unique(conn, caller.id, values, exclude=uuid.UUID(str(exchange_id)))
-    if ("api_key" in body) != ("api_secret" in body):
+    if (api_key is None) != (api_secret is None):
         # Only one field changes: re-seal the other under the active key too, so the row has one key id.
         reseal_row(conn, uuid.UUID(str(exchange_id)), keep=values)
     return dict(conn.execute(sa.update(exchanges).where(owned).values(**values, updated_at=sa.func.now())

@@ -29,7 +29,7 @@ def lock_accounts(conn: sa.Connection, ids) -> dict[uuid.UUID, Account]:
     return {row.id: Account(*row) for row in rows}
 
 
-_move = sa.text(
+_write_balances = sa.text(
     "UPDATE sub_accounts AS s SET balance = s.balance + d.delta, locked = s.locked + d.locked_delta, "
     "updated_at = clock_timestamp() "
     "FROM unnest(:ids, :deltas, :locked_deltas) AS d(id, delta, locked_delta) WHERE s.id = d.id "
@@ -38,7 +38,7 @@ _move = sa.text(
              sa.bindparam("locked_deltas", type_=ARRAY(sa.Numeric)))
 
 
-def move(conn: sa.Connection, before: dict[uuid.UUID, Account], after: dict[uuid.UUID, Account]) -> dt.datetime:
+def write_balances(conn: sa.Connection, before: dict[uuid.UUID, Account], after: dict[uuid.UUID, Account]) -> dt.datetime:
     """Brings the locked rows from `before` to `after` in one statement; returns the instant of the change.
 
     The database adds the differences to the rows it holds locked, and must arrive where the plan did.
@@ -50,7 +50,7 @@ def move(conn: sa.Connection, before: dict[uuid.UUID, Account], after: dict[uuid
     with localcontext(MONEY_CONTEXT):
         deltas = [after[i].balance - before[i].balance for i in changed]
         locked_deltas = [after[i].locked - before[i].locked for i in changed]
-    rows = conn.execute(_move, {"ids": changed, "deltas": deltas, "locked_deltas": locked_deltas}).all()
+    rows = conn.execute(_write_balances, {"ids": changed, "deltas": deltas, "locked_deltas": locked_deltas}).all()
     for row in rows:
         if (row.balance, row.locked) != (after[row.id].balance, after[row.id].locked):
             raise RuntimeError(f"ledger drift on sub-account {row.id}")

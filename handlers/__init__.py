@@ -20,14 +20,14 @@ def caller(token_info: dict) -> Caller:
     return token_info["caller"]
 
 
-def model(cls: type[BaseModel], row: dict) -> BaseModel:
+def as_model(cls: type[BaseModel], row: dict) -> BaseModel:
     """The generated model of a row; absent (NULL) fields stay absent in the JSON."""
     return cls.model_validate({key: value for key, value in row.items() if value is not None})
 
 
-def page(list_cls: type[BaseModel], item_cls: type[BaseModel], result: tuple[list[dict], str | None]) -> BaseModel:
+def as_page(list_cls: type[BaseModel], item_cls: type[BaseModel], result: tuple[list[dict], str | None]) -> BaseModel:
     rows, next_cursor = result
-    items = [model(item_cls, row) for row in rows]
+    items = [as_model(item_cls, row) for row in rows]
     return list_cls(items=items, next_cursor=next_cursor) if next_cursor else list_cls(items=items)
 
 

@@ -2,7 +2,7 @@ import secrets
 
 from db import engine, identities, oauth_states, sessions, users
 from generated.models import LoginStart, TokenPair, User
-from handlers import audit_trail, caller, model
+from handlers import as_model, audit_trail, caller
 from tiris import auth, config
 from db.errors import DomainError
 from tiris.errors import BadRequest, Unauthorized
@@ -104,4 +104,4 @@ def _token_pair(issued: sessions.Issued, user: dict) -> TokenPair:
     settings = config.current()
     return TokenPair(access_token=auth.mint(issued.user_id, session_id=issued.session_id), token_type="Bearer",
                      expires_in=settings.access_token_ttl, refresh_token=issued.refresh_token,
-                     refresh_expires_in=settings.refresh_token_ttl, user=model(User, user))
+                     refresh_expires_in=settings.refresh_token_ttl, user=as_model(User, user))

@@ -3,7 +3,7 @@ import datetime as dt
 from consumers import admin, progress
 from db import bots, consumer_state, dead_letters, engine
 from generated.models import DeadLetter, DeadLetterList, EventsStatus, Replay
-from handlers import caller, model, page
+from handlers import as_model, as_page, caller
 from tiris import config
 
 COUNTERS = dict.fromkeys(consumer_state.COUNTERS, 0)
@@ -23,17 +23,17 @@ def get_events_status(token_info):
                   **counted.get(name, {}), "name": name,
                   "pending": live[name].pending if live and name in live else None,
                   "stalled": live[name].stalled if live and name in live else None} for name in names]
-    return model(EventsStatus, {"consumers": consumers, "bots": bots_seen, "dead_letters": waiting})
+    return as_model(EventsStatus, {"consumers": consumers, "bots": bots_seen, "dead_letters": waiting})
 
 
 def list_dead_letters(limit=100, cursor=None, redriven=None):
     with engine.reading() as conn:
-        return page(DeadLetterList, DeadLetter,
+        return as_page(DeadLetterList, DeadLetter,
                     dead_letters.page(conn, limit=limit, cursor=cursor, redriven=redriven))
 
 
 def redrive_dead_letter(dead_letter_id):
-    return model(DeadLetter, admin.redrive(dead_letter_id))
+    return as_model(DeadLetter, admin.redrive(dead_letter_id))
 
 
 def replay_events(body):
@@ -41,4 +41,4 @@ def replay_events(body):
     start_time = dt.datetime.fromisoformat(body["start_time"]) if "start_time" in body else None
     names = admin.replay(settings.nats_url, settings.consumer_partitions, settings.consumer_batch,
                          start_time=start_time, start_sequence=body.get("start_sequence"))
-    return model(Replay, {"consumers": names, **body}), 202
+    return as_model(Replay, {"consumers": names, **body}), 202

@@ -1,4 +1,4 @@
-from consumers import admin, progress
+from consumers import progress
 from db import consumer_state, engine, health
 from generated.models import Health
 from tiris import config
@@ -13,7 +13,7 @@ def get_liveness():
 def get_readiness():
     """Ready when the database is reachable and migrated and NATS answers; the consumer's state is reported."""
     checks = health.database_checks()
-    checks["nats"] = "ok" if admin.nats_reachable(config.current().nats_url) else "unreachable"
+    checks["nats"] = "ok" if progress.nats_reachable(config.current().nats_url) else "unreachable"
     ready = all(value == "ok" for value in checks.values())
     checks["consumer"] = _consumer() if checks["database"] == "ok" and checks["migrations"] == "ok" else "unknown"
     return Health(status="ok" if ready else "unavailable", checks=checks), 200 if ready else 503

@@ -4,14 +4,14 @@ from db import booking, engine, trading_logs
 from db.commands import Entry, Log, Trade, Transfer
 from generated.models import (NoteLogCreate, TradeLogCreate, TradingLog, TradingLogCreate, TradingLogList, TradingLogType,
                               TransferLogCreate, TransferType)
-from handlers import caller, idempotent_write, model, page
+from handlers import as_model, as_page, caller, idempotent_write
 from tiris import metrics
 
 
 def list_trading_logs(token_info, limit=100, cursor=None, user_id=None, sub_account_id=None, exchange_id=None,
                       type=None, source=None, start_time=None, end_time=None):
     with engine.reading() as conn:
-        return page(TradingLogList, TradingLog, trading_logs.list_page(
+        return as_page(TradingLogList, TradingLog, trading_logs.list_page(
             conn, caller(token_info), limit=limit, cursor=cursor, user_id=user_id, sub_account_id=sub_account_id,
             exchange_id=exchange_id, type=type, source=source, start_time=start_time, end_time=end_time))
 
@@ -19,7 +19,7 @@ def list_trading_logs(token_info, limit=100, cursor=None, user_id=None, sub_acco
 def create_trading_log(body, token_info):
     who = caller(token_info)
     entry = _entry(who.id, TradingLogCreate.model_validate(body).root, body)
-    result = idempotent_write(who, body, 201, lambda conn: model(TradingLog, booking.book_one(conn, entry).log))
+    result = idempotent_write(who, body, 201, lambda conn: as_model(TradingLog, booking.book_one(conn, entry).log))
     if isinstance(entry.command, Trade):
         metrics.TRADES.inc()
     return result
@@ -44,7 +44,7 @@ def _entry(user_id, asked: TradeLogCreate | TransferLogCreate | NoteLogCreate, b
 
 def get_trading_log(trading_log_id, token_info):
     with engine.reading() as conn:
-        return model(TradingLog, trading_logs.get(conn, caller(token_info), trading_log_id))
+        return as_model(TradingLog, trading_logs.get(conn, caller(token_info), trading_log_id))
 
 
 def delete_trading_log(trading_log_id, token_info):

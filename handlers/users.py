@@ -1,31 +1,31 @@
 from db import engine, sessions, users
 from generated.models import User, UserList, UserStats
-from handlers import audit_trail, caller, model, page
+from handlers import as_model, as_page, audit_trail, caller
 
 
 def get_current_user(token_info):
     with engine.reading() as conn:
-        return model(User, users.get(conn, caller(token_info).id))
+        return as_model(User, users.get(conn, caller(token_info).id))
 
 
 def update_current_user(body, token_info):
     with engine.transaction() as conn:
-        return model(User, users.update(conn, caller(token_info).id, body))
+        return as_model(User, users.update(conn, caller(token_info).id, body))
 
 
 def get_current_user_stats(token_info):
     with engine.reading() as conn:
-        return model(UserStats, users.stats(conn, caller(token_info).id))
+        return as_model(UserStats, users.stats(conn, caller(token_info).id))
 
 
 def list_users(limit=100, cursor=None, status=None):
     with engine.reading() as conn:
-        return page(UserList, User, users.list_page(conn, limit=limit, cursor=cursor, status=status))
+        return as_page(UserList, User, users.list_page(conn, limit=limit, cursor=cursor, status=status))
 
 
 def get_user(user_id):
     with engine.reading() as conn:
-        return model(User, users.get(conn, user_id))
+        return as_model(User, users.get(conn, user_id))
 
 
 def disable_user(user_id, token_info):
@@ -34,11 +34,11 @@ def disable_user(user_id, token_info):
         # Ends every session too, so enabling the user later does not bring old tokens back to life.
         sessions.revoke_all(conn, user["id"], "user disabled")
         audit_trail(conn, "user.disabled", user_id=user["id"], actor_id=caller(token_info).id)
-        return model(User, user)
+        return as_model(User, user)
 
 
 def enable_user(user_id, token_info):
     with engine.transaction() as conn:
         user = users.set_status(conn, user_id, "active")
         audit_trail(conn, "user.enabled", user_id=user["id"], actor_id=caller(token_info).id)
-        return model(User, user)
+        return as_model(User, user)

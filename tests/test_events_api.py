@@ -40,8 +40,8 @@ def _story_accounts() -> None:
         user = users.ensure(conn, "example-user@example.com")
         conn.execute(sa.text("UPDATE users SET id = :new WHERE id = :old"), {"new": USER, "old": user["id"]})
         owner = Caller(id=uuid.UUID(USER), role="user")
-        exchange = exchanges.create(conn, owner, {"name": "Main", "type": "binance", "api_key": "EXAMPLEKEY12345678",
-                                                  "api_secret": "example"})
+        exchange = exchanges.create(conn, owner, name="Main", type_="binance", api_key="EXAMPLEKEY12345678",
+                                    api_secret="example")
         conn.execute(sa.text("UPDATE exchanges SET id = :new WHERE id = :old"), {"new": EXCHANGE, "old": exchange["id"]})
         for fixed, symbol in ((ETH, "ETH"), (USDT, "USDT")):
             account = sub_accounts.create(conn, owner, exchange_id=uuid.UUID(EXCHANGE), name=symbol, symbol=symbol,

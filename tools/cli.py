@@ -105,7 +105,7 @@ def cmd_user_role(args) -> None:
     """grant-admin / revoke-admin: the only way to change a role, recorded in the audit trail."""
     from db import audit, engine, users
     from tiris import config
-    from tiris.errors import NotFound
+    from db.errors import NotFound
 
     engine.configure(config.use(config.load()))
     role = "admin" if args.action == "grant-admin" else "user"

@@ -217,9 +217,8 @@ def setup(count: int) -> list[dict]:
         with engine.transaction() as conn:  # one user per transaction: a failure leaves whole users only
             user = users.ensure(conn, f"simbot-{tag}-{n}@example.com")
             caller = Caller(id=user["id"], role="user")
-            exchange = exchanges.create(conn, caller, {"name": f"simulator-{tag}", "type": "simulator",
-                                                       "api_key": f"sim-{uuid.uuid4().hex}",
-                                                       "api_secret": secrets.token_hex(16)})
+            exchange = exchanges.create(conn, caller, name=f"simulator-{tag}", type_="simulator",
+                                        api_key=f"sim-{uuid.uuid4().hex}", api_secret=secrets.token_hex(16))
             accounts = {symbol: sub_accounts.create(conn, caller, exchange_id=exchange["id"], name=symbol,
                                                     symbol=symbol, opening_balance=Decimal(balance), info={})
                         for symbol, balance in FUNDING.items()}

@@ -116,8 +116,8 @@ def seed_rest_users(count: int, transactions_each: int) -> list[tuple[str, str]]
         with engine.transaction() as conn:
             user = users.ensure(conn, f"bench-{tag}-{n}@example.com")
             caller = Caller(id=user["id"], role="user")
-            exchange = exchanges.create(conn, caller, {
-                "name": "bench", "type": "simulator", "api_key": uuid.uuid4().hex, "api_secret": secrets.token_hex(16)})
+            exchange = exchanges.create(conn, caller, name="bench", type_="simulator", api_key=uuid.uuid4().hex,
+                                        api_secret=secrets.token_hex(16))
             account = sub_accounts.create(conn, caller, exchange_id=exchange["id"], name="USDT", symbol="USDT",
                                           opening_balance=Decimal(1000), info={})
             booking.book(conn, [Entry(user["id"], Transfer(account["id"], "credit", legs.QUANTUM * 1000, "deposit"))
