@@ -276,6 +276,7 @@ orders = sa.Table(
     sa.Column("filled_quote", sa.Numeric(60, 18), nullable=False, server_default="0"),  # sum of price * volume
     sa.Column("fees", MONEY, nullable=False, server_default="0"),
     sa.Column("source", sa.Text, nullable=False),
+    sa.Column("placed_at", sa.DateTime(timezone=True)),  # the bot's `orders.created` time; null until it arrives
     _info(),
     *_timestamps(),
     sa.CheckConstraint("side IN ('buy', 'sell')", name="side"),
@@ -301,7 +302,7 @@ order_fills = sa.Table(
     sa.Column("transaction_ids", ARRAY(UUID(as_uuid=True)), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
     _info(),
-    sa.Index("ix_order_fills_order_ref", "order_ref"),
+    sa.UniqueConstraint("order_ref", "trade_id"),  # a trade fills its order once
     _gin_info("order_fills"),
 )
 

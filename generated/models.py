@@ -313,16 +313,29 @@ class NoteType(StrEnum):
     note = "note"
 
 
-class OrderSide(StrEnum):
-    buy = "buy"
-    sell = "sell"
-
-
 class OrderType(StrEnum):
     market = "market"
     limit = "limit"
     stop = "stop"
     stop_limit = "stop_limit"
+
+
+class Side(StrEnum):
+    buy = "buy"
+    sell = "sell"
+
+
+class OrderSide(StrEnum):
+    buy = "buy"
+    sell = "sell"
+
+
+class OrderStatus(StrEnum):
+    open = "open"
+    partially_filled = "partially_filled"
+    filled = "filled"
+    cancelled = "cancelled"
+    failed = "failed"
 
 
 class PositiveDecimal(RootModel[Decimal]):
@@ -660,6 +673,12 @@ class BalanceLockEvent(BaseModel):
     ]
     event_type: EventType
     exchange_id: UUID
+    expires_at: Annotated[
+        AwareDatetime | None,
+        Field(
+            description="For a hold without `order_id`: when it lapses; the service releases it once that time has passed. An order's hold lasts until the order ends."
+        ),
+    ] = None
     info: Info | None = None
     order_id: Annotated[
         str | None,
@@ -925,6 +944,54 @@ class NoteLogCreate(BaseModel):
     type: NoteType
 
 
+class Order(BaseModel):
+    amount: Annotated[
+        DecimalModel | None,
+        Field(
+            description="The order's size in the base asset; null until an event says it (a fill may come first)."
+        ),
+    ]
+    average_price: Annotated[
+        DecimalModel | None,
+        Field(
+            description="The fills' price weighted by volume, rounded to 18 decimal places (half away from zero); null before the first fill."
+        ),
+    ]
+    base_sub_account_id: UUID
+    created_at: Annotated[
+        AwareDatetime, Field(description="When the service first heard of it.")
+    ]
+    exchange_id: UUID
+    fees: DecimalModel
+    filled_amount: DecimalModel
+    held_amount: Annotated[
+        DecimalModel,
+        Field(
+            description="What the order still holds (of the quote sub-account for a buy, of the base for a sell)."
+        ),
+    ]
+    id: UUID
+    order_id: Annotated[str, Field(description="The bot's (the exchange's) order id.")]
+    order_type: OrderType
+    price: Annotated[
+        DecimalModel | None,
+        Field(description="A limit order's price; null for a market order."),
+    ]
+    quote_sub_account_id: UUID
+    side: Side
+    source: Annotated[str, Field(description="The bot that placed it.")]
+    status: OrderStatus
+    symbol: Annotated[str, Field(examples=["ETH/USDT"])]
+    transaction_ids: Annotated[
+        list[UUID],
+        Field(
+            description="The transactions its fills booked, in the order they were booked."
+        ),
+    ]
+    updated_at: AwareDatetime
+    user_id: UUID
+
+
 class OrderEvent(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -1080,6 +1147,11 @@ class OrderFilledEvent(BaseModel):
         ),
     ]
     user_id: Annotated[UUID, Field(description="Equal to the subject's last token.")]
+
+
+class OrderList(BaseModel):
+    items: list[Order]
+    next_cursor: str | None = None
 
 
 class SubAccountCreate(BaseModel):

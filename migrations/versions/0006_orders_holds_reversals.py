@@ -43,6 +43,7 @@ def upgrade() -> None:
     sa.Column('filled_quote', sa.Numeric(precision=60, scale=18), server_default='0', nullable=False),
     sa.Column('fees', sa.Numeric(precision=38, scale=18), server_default='0', nullable=False),
     sa.Column('source', sa.Text(), nullable=False),
+    sa.Column('placed_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('info', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
@@ -95,9 +96,9 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.Column('info', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False),
     sa.ForeignKeyConstraint(['order_ref'], ['orders.id'], name=op.f('fk_order_fills_order_ref_orders')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_order_fills'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_order_fills')),
+    sa.UniqueConstraint('order_ref', 'trade_id', name=op.f('uq_order_fills_order_ref_trade_id'))
     )
-    op.create_index('ix_order_fills_order_ref', 'order_fills', ['order_ref'], unique=False)
     op.create_index('ix_order_fills_info', 'order_fills', ['info'], unique=False, postgresql_using='gin')
     op.create_index('ix_reversals_info', 'reversals', ['info'], unique=False, postgresql_using='gin')
     op.execute(
@@ -109,7 +110,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index('ix_reversals_info', table_name='reversals', postgresql_using='gin')
     op.drop_index('ix_order_fills_info', table_name='order_fills', postgresql_using='gin')
-    op.drop_index('ix_order_fills_order_ref', table_name='order_fills')
     op.drop_table('order_fills')
     op.drop_index('uq_holds_order', table_name='holds', postgresql_where=sa.text('order_id IS NOT NULL'))
     op.drop_index('ix_holds_sub_account_id_open', table_name='holds', postgresql_where=sa.text("status = 'open'"))
