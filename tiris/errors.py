@@ -46,6 +46,18 @@ class Conflict(ApiError):
     code = "CONFLICT"
 
 
+class PayloadTooLarge(ApiError):
+    status = 413
+    code = "PAYLOAD_TOO_LARGE"
+    message = "The request body is too large."
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+    code = "UNSUPPORTED_MEDIA_TYPE"
+    message = "The request body must be application/json."
+
+
 class Unprocessable(ApiError):
     status = 422
     code = "UNPROCESSABLE"
@@ -54,6 +66,12 @@ class Unprocessable(ApiError):
 class InsufficientBalance(Unprocessable):
     code = "INSUFFICIENT_BALANCE"
     message = "The available balance is smaller than the debit."
+
+
+class RateLimited(ApiError):
+    status = 429
+    code = "RATE_LIMITED"
+    message = "Too many requests; retry after the number of seconds in Retry-After."
 
 
 class BadGateway(ApiError):

@@ -41,11 +41,12 @@ def _metrics_dir() -> str:
 def _gunicorn(settings, workers: int) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir()
     os.execv(sys.executable, [
-        sys.executable, "-m", "gunicorn", "tiris.app:create_app()", "--worker-class", "uvicorn_worker.UvicornWorker",
+        sys.executable, "-m", "gunicorn", "tiris.app:create_app()", "--worker-class", "tiris.server.Worker",
         "--workers", str(workers), "--bind", f"{settings.host}:{settings.port}",
         # SIGTERM: stop accepting, give requests in flight up to 30 s to finish, then exit.
         "--graceful-timeout", "30", "--timeout", "60", "--config", "python:tiris.gunicorn_conf",
         "--chdir", str(ROOT),
+        "--forwarded-allow-ips", settings.forwarded_allow_ips,
         "--no-control-socket",  # one shared socket path would make two servers on a host collide
     ])
 
