@@ -12,6 +12,8 @@ from pathlib import Path
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/tiris"
 # `tiris dev` and `tiris token` share secrets through this file so a minted token works against the dev server.
 DEV_SECRETS = Path(".tiris") / "dev-secrets.json"
+# The origins of the usual frontend dev servers (Next.js/CRA on 3000, Vite on 5173), allowed by `tiris dev` only.
+DEV_CORS_ORIGINS = tuple(f"http://{host}:{port}" for port in (3000, 5173) for host in ("localhost", "127.0.0.1"))
 
 
 class ConfigError(SystemExit):
