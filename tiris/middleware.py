@@ -127,7 +127,8 @@ class RequestGuard:
     - A path with control characters (e.g. an encoded newline in an id) is a 404: Connexion's router does not
       match it but Flask's does, and would call the operation without Connexion's context (a 500).
     - A body is at most `max_body` bytes (413), counted as it arrives, so a lying or absent Content-Length
-      cannot make the service buffer more.
+      cannot make the service buffer more. It is read here and passed on with its Content-Length: Connexion
+      takes a body without one (chunked) for no body at all.
     - A body is JSON: its media type (case-insensitive, RFC 9110) must be application/json, else a 415. The
       header is rewritten to the lower-case form, because Connexion picks the body's schema and validator by an
       exact, case-sensitive match and would skip validation for `application/JSON`.
@@ -147,9 +148,13 @@ class RequestGuard:
         if length.isdigit() and int(length) > self.max_body:
             raise self._too_large()
         if (length.isdigit() and int(length) > 0) or b"transfer-encoding" in headers:
-            scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k != b"content-type"]
-                     + [(b"content-type", self._media_type(headers.get(b"content-type")))]}
-            receive = self._bounded(receive)
+            media_type = self._media_type(headers.get(b"content-type"))
+            body = await self._read(receive)
+            kept = [(k, v) for k, v in scope["headers"]
+                    if k not in (b"content-type", b"content-length", b"transfer-encoding")]
+            scope = {**scope, "headers": [*kept, (b"content-type", media_type),
+                                          (b"content-length", str(len(body)).encode())]}
+            receive = self._replay(body, receive)
         await self.app(scope, receive, send)
 
     def _too_large(self) -> PayloadTooLarge:
@@ -167,14 +172,27 @@ class RequestGuard:
             raise UnsupportedMediaType()
         return b"application/json"
 
-    def _bounded(self, receive):
-        seen = 0
+    async def _read(self, receive) -> bytes:
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body:
+                raise self._too_large()
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+    @staticmethod
+    def _replay(body: bytes, receive):
+        sent = False
 
         async def receiving():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_body:
-                raise self._too_large()
-            return message
+            nonlocal sent
+            if sent:
+                return await receive()  # after the body: a disconnect, when it comes
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
         return receiving

@@ -36,7 +36,7 @@ def _max_depth(validator, limit, instance, schema):
 
 
 def _max_bytes(validator, limit, instance, schema):
-    if len(json.dumps(instance, ensure_ascii=False).encode()) > limit:
+    if len(json.dumps(instance, ensure_ascii=False).encode(errors="surrogatepass")) > limit:  # surrogates: a 400 later
         yield ValidationError(f"is larger than {limit} bytes as JSON")
 
 
