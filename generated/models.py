@@ -76,8 +76,13 @@ class ConsumerStatus(BaseModel):
         ),
     ]
     failed: Annotated[int, Field(description="Failed attempts (retried with backoff).")]
-    last_processed_at: AwareDatetime | None = None
-    last_stream_seq: int | None = None
+    last_processed_at: Annotated[
+        AwareDatetime | None,
+        Field(description="null until the consumer's first event."),
+    ] = None
+    last_stream_seq: Annotated[
+        int | None, Field(description="null until the consumer's first event.")
+    ] = None
     name: Annotated[
         str,
         Field(
