@@ -362,6 +362,7 @@ def _plan_for(method: str, path: str, status: str):
         ("POST", "/v1/exchanges", "409"): lambda t: _body(t, lambda b: b.update(name="Dredd main")),
         ("PATCH", "/v1/exchanges/{exchange_id}", "409"): lambda t: _body(t, lambda b: b.update(name="Dredd main")),
         ("DELETE", "/v1/exchanges/{exchange_id}", "409"): lambda t: _path(t, exchange_id=s["exchange"]),
+        ("POST", "/v1/users/{user_id}/disable", "409"): lambda t: _path(t, user_id=s["users"]["admin"]),  # themself
         ("POST", "/v1/sub-accounts", "409"): lambda t: _body(t, lambda b: b.update(name="Dredd USDT")),
         ("PATCH", "/v1/sub-accounts/{sub_account_id}", "409"):
             lambda t: _body(t, lambda b: b.update(name="Dredd USDT")),
