@@ -15,6 +15,17 @@ class TirisContracts(BaseModel):
     pass
 
 
+class AssetSymbol(RootModel[str]):
+    root: Annotated[
+        str,
+        Field(
+            description="An asset symbol.",
+            examples=["USDT"],
+            pattern="^[A-Z0-9]{1,20}$",
+        ),
+    ]
+
+
 class AuditEventType(StrEnum):
     auth_login = "auth.login"
     auth_login_failed = "auth.login_failed"
@@ -152,6 +163,16 @@ class DecimalModel(RootModel[Decimal]):
     ]
 
 
+class DecimalSum(RootModel[Decimal]):
+    root: Annotated[
+        Decimal,
+        Field(
+            description="A sum of decimals (balances, volumes, fees) as a string: at most 18 fractional digits, and as many integer\ndigits as the sum needs, since adding Decimals can pass their 20 integer digits.\n",
+            examples=["199999999999999999998.000000000000000000"],
+        ),
+    ]
+
+
 class Reason(StrEnum):
     deposit = "deposit"
     adjustment = "adjustment"
@@ -160,25 +181,6 @@ class Reason(StrEnum):
 class Direction(StrEnum):
     credit = "credit"
     debit = "debit"
-
-
-class ErrorBody(BaseModel):
-    code: Annotated[
-        str,
-        Field(
-            description="A stable, machine-readable code such as INSUFFICIENT_BALANCE.",
-            examples=["NOT_FOUND"],
-        ),
-    ]
-    details: Annotated[
-        Any | None,
-        Field(
-            description="A list of FieldError for 400s, otherwise an object or string with specifics."
-        ),
-    ] = None
-    message: Annotated[str, Field(description="A human-readable explanation.")]
-    timestamp: AwareDatetime
-    trace_id: str
 
 
 class EventHeaders(BaseModel):
@@ -266,10 +268,8 @@ class HistoryBucket(StrEnum):
     field_1d = "1d"
 
 
-class Info(BaseModel):
-    model_config = ConfigDict(
-        extra="allow",
-    )
+class Info(RootModel[dict[str, Any]]):
+    root: Annotated[dict[str, Any], Field(max_length=64)]
 
 
 class Flow(StrEnum):
@@ -449,7 +449,7 @@ class SignedDecimal(RootModel[Decimal]):
     root: Annotated[
         Decimal,
         Field(
-            description="A decimal number as a string that may be negative, at most 21 integer and 18 fractional digits.",
+            description="A signed sum of decimals as a string (a net flow); at most 18 fractional digits.",
             examples=["-12.500000000000000000"],
         ),
     ]
@@ -468,6 +468,17 @@ class SubAccount(BaseModel):
     updated_at: AwareDatetime
 
 
+class SubAccountCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    balance: DecimalModel | None = None
+    exchange_id: UUID
+    info: Info | None = None
+    name: Annotated[str, Field(max_length=100, min_length=1)]
+    symbol: AssetSymbol
+
+
 class SubAccountList(BaseModel):
     items: list[SubAccount]
     next_cursor: str | None = None
@@ -481,19 +492,8 @@ class SubAccountUpdate(BaseModel):
     name: Annotated[str | None, Field(max_length=100, min_length=1)] = None
 
 
-class Symbol(RootModel[str]):
-    root: Annotated[
-        str,
-        Field(
-            description="An asset symbol.",
-            examples=["USDT"],
-            pattern="^[A-Z0-9]{1,20}$",
-        ),
-    ]
-
-
 class SymbolBalance(BaseModel):
-    balance: DecimalModel
+    balance: DecimalSum
     symbol: str
 
 
@@ -641,7 +641,7 @@ class BalanceHistoryPoint(BaseModel):
         ),
     ]
     fees: Annotated[
-        DecimalModel,
+        DecimalSum,
         Field(description="The trading fees this sub-account paid in the bucket."),
     ]
     net_flow: SignedDecimal
@@ -650,7 +650,7 @@ class BalanceHistoryPoint(BaseModel):
         int, Field(description="All transactions in the bucket.")
     ]
     volume: Annotated[
-        DecimalModel,
+        DecimalSum,
         Field(
             description="The sum of the amounts of trade transactions (long, short, stop_loss, fill)."
         ),
@@ -702,7 +702,7 @@ class BalanceLockEvent(BaseModel):
     sub_account_id: Annotated[
         UUID, Field(description="The user's sub-account on this exchange.")
     ]
-    symbol: Symbol
+    symbol: AssetSymbol
     timestamp: Annotated[
         AwareDatetime, Field(description="When it happened, at the bot.")
     ]
@@ -740,7 +740,7 @@ class BalanceUpdatedEvent(BaseModel):
     sub_account_id: Annotated[
         UUID, Field(description="The user's sub-account on this exchange.")
     ]
-    symbol: Symbol
+    symbol: AssetSymbol
     timestamp: Annotated[
         AwareDatetime, Field(description="When it happened, at the bot.")
     ]
@@ -768,8 +768,23 @@ class Deposit(BaseModel):
     ] = "deposit"
 
 
-class Error(BaseModel):
-    error: ErrorBody
+class ErrorBody(BaseModel):
+    code: Annotated[
+        str,
+        Field(
+            description="A stable, machine-readable code such as INSUFFICIENT_BALANCE.",
+            examples=["NOT_FOUND"],
+        ),
+    ]
+    details: Annotated[
+        list[FieldError] | dict[str, Any] | None,
+        Field(
+            description="Every field error of a 400; otherwise an object with the specifics of the error."
+        ),
+    ] = None
+    message: Annotated[str, Field(description="A human-readable explanation.")]
+    timestamp: AwareDatetime
+    trace_id: str
 
 
 class ErrorEvent(BaseModel):
@@ -815,6 +830,10 @@ class ErrorEvent(BaseModel):
         AwareDatetime, Field(description="When it happened, at the bot.")
     ]
     user_id: Annotated[UUID, Field(description="Equal to the subject's last token.")]
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
 
 
 class Exchange(BaseModel):
@@ -1152,17 +1171,6 @@ class OrderFilledEvent(BaseModel):
 class OrderList(BaseModel):
     items: list[Order]
     next_cursor: str | None = None
-
-
-class SubAccountCreate(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-    )
-    balance: DecimalModel | None = None
-    exchange_id: UUID
-    info: Info | None = None
-    name: Annotated[str, Field(max_length=100, min_length=1)]
-    symbol: Symbol
 
 
 class TradeLogCreate(BaseModel):
