@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal, localcontext
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 
 from db import bulk, pagination
 from db.access import Caller, readable_by
@@ -200,10 +200,9 @@ def fill_seen(conn: sa.Connection, order_refs: set[uuid.UUID]) -> set[tuple[uuid
 _held = (sa.select(sa.func.coalesce(sa.func.sum(holds.c.remaining), 0))
          .where(holds.c.user_id == orders.c.user_id, holds.c.exchange_id == orders.c.exchange_id,
                 holds.c.order_id == orders.c.order_id, holds.c.status == "open").scalar_subquery())
-_fill_transactions = (sa.select(sa.func.coalesce(sa.func.array_agg(sa.literal_column("t.id")), sa.text("'{}'")))
-                      .select_from(order_fills.join(
-                          sa.func.unnest(order_fills.c.transaction_ids).table_valued("id").alias("t"), sa.true()))
-                      .where(order_fills.c.order_ref == orders.c.id).scalar_subquery())
+_fill_transactions = sa.literal_column(
+    "(SELECT coalesce(array_agg(t ORDER BY f.created_at), '{}') FROM order_fills AS f, unnest(f.transaction_ids) AS t "
+    "WHERE f.order_ref = orders.id)", type_=ARRAY(UUID(as_uuid=True)))
 PUBLIC_COLUMNS = [
     *(orders.c[name] for name in ("id", "order_id", "user_id", "exchange_id", "base_sub_account_id",
                                   "quote_sub_account_id", "symbol", "side", "order_type", "status", "amount",

@@ -163,6 +163,16 @@ class DecimalModel(RootModel[Decimal]):
     ]
 
 
+class DecimalOrNull(RootModel[Decimal | None]):
+    root: Annotated[
+        Decimal | None,
+        Field(
+            description="A Decimal, or null where the value is not known (yet).",
+            examples=["3000.000000000000000000"],
+        ),
+    ]
+
+
 class DecimalSum(RootModel[Decimal]):
     root: Annotated[
         Decimal,
@@ -965,13 +975,13 @@ class NoteLogCreate(BaseModel):
 
 class Order(BaseModel):
     amount: Annotated[
-        DecimalModel | None,
+        DecimalOrNull | None,
         Field(
             description="The order's size in the base asset; null until an event says it (a fill may come first)."
         ),
     ]
     average_price: Annotated[
-        DecimalModel | None,
+        DecimalOrNull | None,
         Field(
             description="The fills' price weighted by volume, rounded to 18 decimal places (half away from zero); null before the first fill."
         ),
@@ -993,7 +1003,7 @@ class Order(BaseModel):
     order_id: Annotated[str, Field(description="The bot's (the exchange's) order id.")]
     order_type: OrderType
     price: Annotated[
-        DecimalModel | None,
+        DecimalOrNull | None,
         Field(description="A limit order's price; null for a market order."),
     ]
     quote_sub_account_id: UUID

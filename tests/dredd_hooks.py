@@ -199,7 +199,7 @@ def _events() -> None:
 
     from consumers.entries import entry_for
     from db import booking, consumer_state, dead_letters, engine, schema
-    from generated.models import HeartbeatEvent
+    from generated.models import HeartbeatEvent, OrderEvent
 
     user, exchange = state["users"]["user"], state["exchange"]
 
@@ -214,9 +214,16 @@ def _events() -> None:
         return str(conn.execute(sa.select(schema.dead_letters.c.id)
                                 .where(schema.dead_letters.c.event_id == event_id)).scalar_one())
 
+    order = {"event_id": "dredd-order-0", "event_type": "orders.created", "timestamp": "2026-01-15T10:40:00Z",
+             "user_id": user, "exchange_id": exchange, "source": "tiris-bot", "schema_version": 1,
+             "order_id": "ord-dredd-1", "symbol": "ETH/USDT", "side": "buy", "order_type": "limit",
+             "base_sub_account_id": state["eth"], "quote_sub_account_id": state["usdt"], "amount": "0.5",
+             "price": "2"}
     with engine.transaction() as conn:
         beat = heartbeat("dredd-beat-0")
         booking.book_one(conn, entry_for(HeartbeatEvent.model_validate(beat)))
+        booking.book_one(conn, entry_for(OrderEvent.model_validate(order)))
+        state["order"] = str(conn.execute(sa.select(schema.orders.c.id)).scalar_one())
         consumer_state.add(conn, "tiris-ledger-p0", processed=1, last_stream_seq=1, last_processed_at=sa.func.now(),
                            seen_at=sa.func.now())
         state["letter_redrivable"] = letter("dredd-beat-1", json.dumps(heartbeat("dredd-beat-1")), 2)
@@ -328,6 +335,7 @@ def _plan_for(method: str, path: str, status: str):
         ("POST", "/v1/sub-accounts/{sub_account_id}/withdraw"): {"sub_account_id": s["usdt"]},
         ("GET", "/v1/sub-accounts/{sub_account_id}/balance-history"): {"sub_account_id": s["ledger"]},
         ("GET", "/v1/transactions/{transaction_id}"): {"transaction_id": s["transaction"]},
+        ("GET", "/v1/orders/{order_id}"): {"order_id": s["order"]},
         ("GET", "/v1/trading-logs/{trading_log_id}"): {"trading_log_id": s["trade_log"]},
         ("DELETE", "/v1/trading-logs/{trading_log_id}"): {"trading_log_id": s["note_log"]},
         ("POST", "/v1/events/dead-letters/{dead_letter_id}/redrive"): {"dead_letter_id": s["letter_redrivable"]},

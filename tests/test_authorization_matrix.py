@@ -9,6 +9,8 @@ something other than a refusal. The requests are the spec's own examples, pointe
 import base64
 import datetime as dt
 import json
+import uuid
+from decimal import Decimal
 import urllib.parse
 
 import jwt
@@ -16,7 +18,9 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from db import dead_letters, engine, schema, users
+from db import booking, dead_letters, engine, schema, users
+from db.commands import Entry, Order, OrderChange
+from generated.models import OrderSide, OrderType
 from tests.conftest import TEST_ENV, Api, expect_error
 from tests.helpers import create_exchange, create_sub_account, trade
 from tests.server import ROOT
@@ -70,9 +74,14 @@ def world(make_api):
         dead_letters.keep(conn, event_id="e-1", msg_id="e-1", subject=f"trading.heartbeat.{alice.user['id']}",
                           stream_seq=1, payload="{}", reason="test", attempts=1)
         letter = conn.execute(sa.select(schema.dead_letters.c.id)).scalar_one()
+        placed = Order(uuid.UUID(exchange["id"]), "ord-1", uuid.UUID(eth["id"]), uuid.UUID(usdt["id"]), "ETH/USDT",
+                       OrderSide.buy, OrderType.limit, "bot-1", Decimal(1), Decimal(100))
+        booking.book_one(conn, Entry(alice.user["id"], OrderChange(placed, "created", dt.datetime.now(dt.timezone.utc))))
+        order = conn.execute(sa.select(schema.orders.c.id)).scalar_one()
     ids = {"user_id": str(dave["id"]), "exchange_id": exchange["id"], "sub_account_id": usdt["id"],
            "base_sub_account_id": eth["id"], "quote_sub_account_id": usdt["id"],
-           "transaction_id": log["transaction_ids"][0], "trading_log_id": log["id"], "dead_letter_id": str(letter)}
+           "transaction_id": log["transaction_ids"][0], "trading_log_id": log["id"], "dead_letter_id": str(letter),
+           "order_id": str(order)}
     return {"alice": alice, "bob": bob, "admin": admin, "carol": carol, "ids": ids}
 
 
