@@ -614,6 +614,21 @@ class AuditEventList(BaseModel):
     next_cursor: str | None = None
 
 
+class Balance(BaseModel):
+    at: Annotated[
+        AwareDatetime, Field(description="The instant asked for (now when none was).")
+    ]
+    balance: Annotated[
+        DecimalModel,
+        Field(
+            description="The closing balance of the last transaction at or before `at` (or of the balance checkpoint that replaced archived transactions); 0 before the sub-account's first transaction."
+        ),
+    ]
+    exchange_id: UUID
+    sub_account_id: UUID
+    symbol: str
+
+
 class BalanceHistoryPoint(BaseModel):
     bucket_start: Annotated[
         AwareDatetime,
@@ -642,6 +657,11 @@ class BalanceHistoryPoint(BaseModel):
             description="The sum of the amounts of trade transactions (long, short, stop_loss, fill)."
         ),
     ]
+
+
+class BalanceList(BaseModel):
+    items: list[Balance]
+    next_cursor: str | None = None
 
 
 class BalanceLockEvent(BaseModel):

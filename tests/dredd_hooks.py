@@ -327,6 +327,7 @@ def _plan_for(method: str, path: str, status: str):
         ("POST", "/v1/sub-accounts/{sub_account_id}/deposit"): {"sub_account_id": s["usdt"]},
         ("POST", "/v1/sub-accounts/{sub_account_id}/withdraw"): {"sub_account_id": s["usdt"]},
         ("GET", "/v1/sub-accounts/{sub_account_id}/balance-history"): {"sub_account_id": s["ledger"]},
+        ("GET", "/v1/sub-accounts/{sub_account_id}/balance"): {"sub_account_id": s["ledger"]},
         ("GET", "/v1/transactions/{transaction_id}"): {"transaction_id": s["transaction"]},
         ("GET", "/v1/trading-logs/{trading_log_id}"): {"trading_log_id": s["trade_log"]},
         ("DELETE", "/v1/trading-logs/{trading_log_id}"): {"trading_log_id": s["note_log"]},
