@@ -15,8 +15,8 @@ from decimal import Decimal, localcontext
 
 import sqlalchemy as sa
 
-from db import bots, ledger, legs, trading_logs
-from db.commands import Adjustment, BotSeen, Entry, LockChange, OrderReference, Trade, Transfer
+from db import bots, ledger, legs, reversals, trading_logs
+from db.commands import Adjustment, BotSeen, Entry, LockChange, OrderReference, Reversal, Trade, Transfer
 from db.errors import DomainError, NotFound, Refused
 from db.legs import Account, Leg
 from db.schema import exchanges
@@ -45,17 +45,21 @@ class Plan:
     info: dict = field(default_factory=dict)
     drift: Decimal = Decimal(0)
     bot: BotSeen | None = None
+    reverses: list[uuid.UUID] = field(default_factory=list)  # a reversal's: the transaction each leg reverses
 
 
 def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
     """Books the entries in order; returns each one's outcome, in the same order."""
     owners = _exchange_owners(conn, entries)
-    before = ledger.lock_accounts(conn, {account_id for entry in entries for account_id in _accounts_named(entry)})
+    originals = reversals.read(conn, entries)
+    before = ledger.lock_accounts(conn, {account_id for entry in entries for account_id in _accounts_named(entry)}
+                                 | reversals.accounts(originals))
+    originals = reversals.linked(conn, originals)  # under the locks: reversals committed meanwhile are seen
     state = dict(before)
     plans: list[Plan | DomainError] = []
     for entry in entries:
         try:
-            plan = plan_entry(entry, state, owners)
+            plan = plan_entry(entry, state, owners, originals)
         except DomainError as error:
             plans.append(error)
             continue
@@ -67,7 +71,7 @@ def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
     when = ledger.write_balances(conn, before, state)
 
     outcomes: list[Outcome] = []
-    transactions, logs = [], []
+    transactions, logs, links = [], [], []
     for i, (entry, plan) in enumerate(zip(entries, plans)):
         if isinstance(plan, DomainError):
             outcomes.append(Rejected(plan))
@@ -78,12 +82,14 @@ def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
                                         event_id=entry.event_id, info=plan.info) for leg, closing in plan.legs]
         log = trading_logs.log_row(entry.user_id, entry.log, log_id, at, moved) if entry.log else None
         transactions += moved
+        links += zip(plan.reverses, moved)
         logs += [log] if log else []
         if plan.bot:
             bots.seen(conn, entry.user_id, plan.bot, entry.event_id)
         outcomes.append(Booked(moved, log, plan.drift))
     ledger.write_transactions(conn, transactions)
     trading_logs.insert(conn, logs)
+    reversals.write(conn, links)
     return outcomes
 
 
@@ -114,8 +120,10 @@ def _accounts_named(entry: Entry) -> list[uuid.UUID]:
     return named
 
 
-def plan_entry(entry: Entry, state: dict[uuid.UUID, Account], owners: dict[uuid.UUID, uuid.UUID]) -> Plan:
-    """What the entry books, checked against what it names; raises its refusal (nothing planned then)."""
+def plan_entry(entry: Entry, state: dict[uuid.UUID, Account], owners: dict[uuid.UUID, uuid.UUID],
+               originals: dict[uuid.UUID, tuple[reversals.Original, ...]] | None = None) -> Plan:
+    """What the entry books, checked against what it names; raises its refusal (nothing planned then).
+    `originals` are the booked legs that reversals name (reversals.read), with their links."""
     user, command, plan = entry.user_id, entry.command, Plan()
     if entry.log:
         _check_exchange(owners, entry.log.exchange_id, user)
@@ -147,6 +155,13 @@ def plan_entry(entry: Entry, state: dict[uuid.UUID, Account], owners: dict[uuid.
         _check_exchange(owners, command.exchange_id, user)
         plan.bot = command
         plan_legs = []
+    elif isinstance(command, Reversal):
+        undone = reversals.to_reverse(command, originals or {}, user)
+        for leg in undone:
+            _owned(state, leg.sub_account_id, user)
+        plan_legs = reversals.opposite_legs(undone)
+        plan.reverses = [leg.id for leg in undone]
+        plan.info = reversals.leg_info(command)
     else:
         plan_legs = []
     plan.legs = list(zip(plan_legs, legs.closing_balances(state, plan_legs)))
