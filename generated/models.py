@@ -27,6 +27,7 @@ class AuditEventType(StrEnum):
     exchange_created = "exchange.created"
     exchange_keys_changed = "exchange.keys_changed"
     exchange_deleted = "exchange.deleted"
+    transaction_reversed = "transaction.reversed"
 
 
 class BotState(StrEnum):
@@ -366,6 +367,26 @@ class ReplayRequest(BaseModel):
     start_time: AwareDatetime | None = None
 
 
+class ReversalRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    info: Annotated[
+        Info | None,
+        Field(
+            description="Stored in the reversing legs' and the reversal log's `info`."
+        ),
+    ] = None
+    reason: Annotated[
+        str | None,
+        Field(
+            description="Kept in the reversing legs' `info.reason` and as the reversal log's message.",
+            max_length=500,
+            min_length=1,
+        ),
+    ] = None
+
+
 class Role(StrEnum):
     user = "user"
     admin = "admin"
@@ -532,6 +553,7 @@ class TradingLogType(StrEnum):
     signal = "signal"
     error = "error"
     note = "note"
+    reversal = "reversal"
 
 
 class TransactionReason(StrEnum):
@@ -543,6 +565,7 @@ class TransactionReason(StrEnum):
     stop_loss = "stop_loss"
     fill = "fill"
     adjustment = "adjustment"
+    reversal = "reversal"
 
 
 class TransferType(StrEnum):
@@ -1166,6 +1189,18 @@ class Transaction(BaseModel):
     price: DecimalModel | None = None
     quote_symbol: str | None = None
     reason: TransactionReason
+    reversed_by_transaction_id: Annotated[
+        UUID | None,
+        Field(
+            description="On a reversed transaction, the leg that reverses it; a transaction is reversed at most once."
+        ),
+    ] = None
+    reverses_transaction_id: Annotated[
+        UUID | None,
+        Field(
+            description="On a reversing leg (reason `reversal`), the transaction it reverses."
+        ),
+    ] = None
     sub_account_id: UUID
     timestamp: AwareDatetime
     trading_log_id: UUID | None = None
