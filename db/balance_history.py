@@ -3,8 +3,8 @@ PostgreSQL); both give the same numbers, so the API does not change with the dat
 
 Buckets are aligned to whole UTC hours and days (time_bucket's and date_bin's shared origin, 2000-01-01). A bucket
 without transactions carries the previous closing balance forward, so every bucket of the range is present. The
-balance before the range is the last transaction's closing balance before it, or a balance checkpoint when the
-transactions of that time were archived.
+balance before the range is the balance just before its start (db/balances.py: the last transaction's closing
+balance, or a balance checkpoint when the transactions of that time were archived).
 """
 
 import datetime as dt
@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from db import pagination, sub_accounts
+from db import balances, pagination, sub_accounts
 from db.access import Caller
 from db.errors import Invalid, field_error
 from generated.models import TradeType
@@ -78,16 +78,6 @@ _FLOWS_FROM_ROWS = sa.text(
     "FROM transactions WHERE sub_account_id = :id AND \"timestamp\" >= :start AND \"timestamp\" < :end "
     "GROUP BY 1 ORDER BY 1")
 
-# The later of: the last row before the range, the last checkpoint at or before its start.
-_OPENING = sa.text(
-    "SELECT balance FROM ("
-    " (SELECT \"timestamp\" AS at, closing_balance AS balance FROM transactions"
-    "  WHERE sub_account_id = :id AND \"timestamp\" < :start ORDER BY \"timestamp\" DESC LIMIT 1)"
-    " UNION ALL"
-    " (SELECT as_of, balance FROM balance_checkpoints WHERE sub_account_id = :id AND as_of <= :start"
-    "  ORDER BY as_of DESC LIMIT 1)) AS known ORDER BY at DESC LIMIT 1")
-
-
 def flows(conn: sa.Connection, sub_account_id, bucket: str, start: dt.datetime, end: dt.datetime) -> list[dict]:
     """The buckets of [start, end) that have transactions, oldest first."""
     params = {"id": sub_account_id, "start": start, "end": end}
@@ -101,7 +91,8 @@ def history(conn: sa.Connection, caller: Caller, sub_account_id, bucket: str, st
             end_time: str | None) -> dict:
     account = sub_accounts.get(conn, caller, sub_account_id)
     start, end = window(bucket, start_time, end_time, conn.execute(sa.select(sa.func.now())).scalar())
-    opening = conn.execute(_OPENING, {"id": sub_account_id, "start": start}).scalar() or Decimal(0)
+    opening = conn.execute(sa.select(balances.known_balance(account["id"], start, inclusive=False))).scalar() \
+        or Decimal(0)
     found = {row["bucket"]: row for row in flows(conn, sub_account_id, bucket, start, end)}
     items, balance, at, width = [], opening, start, BUCKETS[bucket]
     while at < end:

@@ -17,8 +17,8 @@ from decimal import Decimal, localcontext
 
 import sqlalchemy as sa
 
-from db import bots, holds, ledger, legs, orders, trading_logs
-from db.commands import Adjustment, BotSeen, Entry, HoldExpiry, LockChange, OrderChange, Trade, Transfer
+from db import bots, holds, ledger, legs, orders, reversals, trading_logs
+from db.commands import Adjustment, BotSeen, Entry, HoldExpiry, LockChange, OrderChange, Reversal, Trade, Transfer
 from db.errors import Conflict, DomainError, NotFound, Refused
 from db.holds import Hold, OrderKey
 from db.legs import Account, Leg
@@ -50,6 +50,7 @@ class Book:
     orders: dict[OrderKey, OrderRow] = field(default_factory=dict)
     holds: dict[uuid.UUID, Hold] = field(default_factory=dict)
     fills_seen: set[tuple[uuid.UUID, str]] = field(default_factory=set)  # (order id, trade id)
+    originals: dict[uuid.UUID, tuple[reversals.Original, ...]] = field(default_factory=dict)  # what reversals name
 
     def hold_of(self, key: OrderKey, account_id: uuid.UUID) -> Hold | None:
         return next((h for h in self.holds.values() if h.key == key and h.sub_account_id == account_id), None)
@@ -68,18 +69,22 @@ class Plan:
     info: dict = field(default_factory=dict)
     drift: Decimal = Decimal(0)
     bot: BotSeen | None = None
+    reverses: list[uuid.UUID] = field(default_factory=list)  # a reversal's: the transaction each leg reverses
 
 
 def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
     """Books the entries in order; returns each one's outcome, in the same order."""
     keys = {key for entry in entries for key in _orders_named(entry)}
     orders.serialize(conn, keys)
-    accounts = ledger.lock_accounts(conn, {account_id for entry in entries for account_id in _accounts_named(entry)})
+    originals = reversals.read(conn, entries)
+    accounts = ledger.lock_accounts(conn, {account_id for entry in entries for account_id in _accounts_named(entry)}
+                                    | reversals.accounts(originals))
+    originals = reversals.linked(conn, originals)  # under the locks: reversals committed meanwhile are seen
     found_orders = orders.lock_for(conn, keys)
     found_holds = holds.lock_for(conn, keys=keys, orderless_on=_orderless_releases(entries), ids={
         entry.command.hold_id for entry in entries if isinstance(entry.command, HoldExpiry)})
     state = Book(dict(accounts), _exchange_owners(conn, entries), found_orders, found_holds,
-                 orders.fill_seen(conn, {row.id for row in found_orders.values()}))
+                 orders.fill_seen(conn, {row.id for row in found_orders.values()}), originals)
 
     plans: list[Plan | DomainError] = []
     for entry in entries:
@@ -93,7 +98,7 @@ def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
     when = ledger.write_balances(conn, accounts, state.accounts)
 
     outcomes: list[Outcome] = []
-    transactions, logs, fills = [], [], []
+    transactions, logs, fills, links = [], [], [], []
     changed_orders: dict[OrderKey, OrderRow] = {}
     changed_holds: dict[uuid.UUID, Hold] = {}
     for i, (entry, plan) in enumerate(zip(entries, plans)):
@@ -107,6 +112,7 @@ def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
                  for leg, closing in plan.legs]
         log = trading_logs.log_row(entry.user_id, entry.log, log_id, at, moved) if entry.log else None
         transactions += moved
+        links += zip(plan.reverses, moved)
         logs += [log] if log else []
         if plan.fill:
             fills.append({**plan.fill, "trading_log_id": log_id, "transaction_ids": [t["id"] for t in moved],
@@ -121,6 +127,7 @@ def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
     orders.write(conn, list(changed_orders.values()), when)
     orders.write_fills(conn, fills)
     holds.write(conn, list(changed_holds.values()), when)
+    reversals.write(conn, links)
     return outcomes
 
 
@@ -233,6 +240,13 @@ def plan_entry(entry: Entry, state: Book) -> Plan:
         _check_exchange(owners, command.exchange_id, user)
         plan.bot = command
         plan_legs = []
+    elif isinstance(command, Reversal):
+        undone = reversals.to_reverse(command, state.originals, user)
+        for leg in undone:
+            _owned(accounts, leg.sub_account_id, user)
+        plan_legs = reversals.opposite_legs(undone)
+        plan.reverses = [leg.id for leg in undone]
+        plan.info = reversals.leg_info(command)
     else:
         plan_legs = []
     plan.legs = list(zip(plan_legs, legs.closing_balances(_with_holds(accounts, state, plan), plan_legs)))

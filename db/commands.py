@@ -110,7 +110,16 @@ class BotSeen:
     info: dict = field(default_factory=dict)
 
 
-Command = Transfer | Trade | Adjustment | LockChange | OrderChange | HoldExpiry | BotSeen
+@dataclass(frozen=True)
+class Reversal:
+    """Booked transactions undone by their opposite legs. Each named transaction is reversed together with the other
+    legs its entry booked (a trade's base and quote); `reason` is why, kept in the reversing legs' info."""
+    transaction_ids: tuple[uuid.UUID, ...]
+    reason: str | None = None
+    info: dict = field(default_factory=dict)
+
+
+Command = Transfer | Trade | Adjustment | LockChange | OrderChange | HoldExpiry | BotSeen | Reversal
 
 
 @dataclass(frozen=True)

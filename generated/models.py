@@ -38,6 +38,7 @@ class AuditEventType(StrEnum):
     exchange_created = "exchange.created"
     exchange_keys_changed = "exchange.keys_changed"
     exchange_deleted = "exchange.deleted"
+    transaction_reversed = "transaction.reversed"
 
 
 class BotState(StrEnum):
@@ -389,6 +390,26 @@ class ReplayRequest(BaseModel):
     start_time: AwareDatetime | None = None
 
 
+class ReversalRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    info: Annotated[
+        Info | None,
+        Field(
+            description="Stored in the reversing legs' and the reversal log's `info`."
+        ),
+    ] = None
+    reason: Annotated[
+        str | None,
+        Field(
+            description="Kept in the reversing legs' `info.reason` and as the reversal log's message.",
+            max_length=500,
+            min_length=1,
+        ),
+    ] = None
+
+
 class Role(StrEnum):
     user = "user"
     admin = "admin"
@@ -555,6 +576,7 @@ class TradingLogType(StrEnum):
     signal = "signal"
     error = "error"
     note = "note"
+    reversal = "reversal"
 
 
 class TransactionReason(StrEnum):
@@ -566,6 +588,7 @@ class TransactionReason(StrEnum):
     stop_loss = "stop_loss"
     fill = "fill"
     adjustment = "adjustment"
+    reversal = "reversal"
 
 
 class TransferType(StrEnum):
@@ -637,6 +660,21 @@ class AuditEventList(BaseModel):
     next_cursor: str | None = None
 
 
+class Balance(BaseModel):
+    at: Annotated[
+        AwareDatetime, Field(description="The instant asked for (now when none was).")
+    ]
+    balance: Annotated[
+        DecimalModel,
+        Field(
+            description="The closing balance of the last transaction at or before `at` (or of the balance checkpoint that replaced archived transactions); 0 before the sub-account's first transaction."
+        ),
+    ]
+    exchange_id: UUID
+    sub_account_id: UUID
+    symbol: str
+
+
 class BalanceHistoryPoint(BaseModel):
     bucket_start: Annotated[
         AwareDatetime,
@@ -665,6 +703,11 @@ class BalanceHistoryPoint(BaseModel):
             description="The sum of the amounts of trade transactions (long, short, stop_loss, fill)."
         ),
     ]
+
+
+class BalanceList(BaseModel):
+    items: list[Balance]
+    next_cursor: str | None = None
 
 
 class BalanceLockEvent(BaseModel):
@@ -1236,6 +1279,18 @@ class Transaction(BaseModel):
     price: DecimalModel | None = None
     quote_symbol: str | None = None
     reason: TransactionReason
+    reversed_by_transaction_id: Annotated[
+        UUID | None,
+        Field(
+            description="On a reversed transaction, the leg that reverses it; a transaction is reversed at most once."
+        ),
+    ] = None
+    reverses_transaction_id: Annotated[
+        UUID | None,
+        Field(
+            description="On a reversing leg (reason `reversal`), the transaction it reverses."
+        ),
+    ] = None
     sub_account_id: UUID
     timestamp: AwareDatetime
     trading_log_id: UUID | None = None

@@ -1,10 +1,11 @@
 from dataclasses import replace
 
 from db import booking, engine, trading_logs
-from db.commands import Entry, Log, Trade, Transfer
-from generated.models import (NoteLogCreate, TradeLogCreate, TradingLog, TradingLogCreate, TradingLogList, TradingLogType,
-                              TransferLogCreate, TransferType)
+from db.commands import Entry, Log, Reversal, Trade, Transfer
+from generated.models import (NoteLogCreate, TradeLogCreate, TradingLog, TradingLogCreate, TradingLogList,
+                              TradingLogSource, TradingLogType, TransferLogCreate, TransferType)
 from handlers import as_model, as_page, caller, idempotent_write
+from handlers.transactions import book_reversal, reversal_request
 from tiris import metrics
 
 
@@ -51,3 +52,16 @@ def delete_trading_log(trading_log_id, token_info):
     with engine.transaction() as conn:
         trading_logs.delete(conn, caller(token_info), trading_log_id)
     return None, 204
+
+
+def reverse_trading_log(trading_log_id, token_info, body=None):
+    """Reverses every leg the log booked; answers the reversal log."""
+    def reverse(conn, who, reason: str | None, info: dict):
+        original = trading_logs.get(conn, who, trading_log_id)  # 404 unless the caller's (or the caller is an admin)
+        command = Reversal(tuple(original["transaction_ids"]), reason, info)
+        booked = book_reversal(conn, who, original["user_id"], command, Log(
+            TradingLogType.reversal, TradingLogSource.manual, original["exchange_id"],
+            reason or f"Reversal of trading log {original['id']}", sub_account_id=original["sub_account_id"],
+            info={**info, "reverses_trading_log_id": str(original["id"])}))
+        return as_model(TradingLog, booked.log)
+    return reversal_request(token_info, body, reverse)

@@ -191,6 +191,31 @@ def _ledger(api: Client) -> None:
                   "volume": "1", "price": "3000", "fee": "12"}})["id"]
     state["note_log"] = api.call("POST", "/v1/trading-logs", 201, json={
         "type": "note", "source": "manual", "message": "to be deleted", "exchange_id": state["exchange"]})["id"]
+    _reversals(api, sub_account)
+
+
+def _reversals(api: Client, sub_account) -> None:
+    """Rows to reverse (a deposit, a trade), rows reversed already (409), a spent deposit and a note (422)."""
+    def deposit(sub_account_id: str, amount: str) -> str:
+        return api.call("POST", f"/v1/sub-accounts/{sub_account_id}/deposit", 201, json={"amount": amount})["id"]
+
+    def long(base: str, quote: str) -> str:  # shaped like the TradingLog example: the logs' listing shows it first
+        return api.call("POST", "/v1/trading-logs", 201, json={
+            "type": "long", "source": "manual", "message": "Long 1 ETH at 3000", "exchange_id": state["exchange"],
+            "trade": {"base_sub_account_id": base, "quote_sub_account_id": quote, "symbol": "ETH/USDT",
+                      "volume": "1", "price": "3000", "fee": "12"}})["id"]
+
+    reversible = sub_account("Dredd reversible", "USDT")
+    state["to_reverse"], state["reversed"] = deposit(reversible, "10"), deposit(reversible, "10")
+    api.call("POST", f"/v1/transactions/{state['reversed']}/reversal", 201)
+    spent = sub_account("Dredd spent", "USDT")
+    state["spent_deposit"] = deposit(spent, "10")  # withdrawn at once: reversing it is INSUFFICIENT_BALANCE
+    api.call("POST", f"/v1/sub-accounts/{spent}/withdraw", 201, json={"amount": "10"})
+    eth, usdt = sub_account("Dredd reversal ETH", "ETH"), sub_account("Dredd reversal USDT", "USDT", "10000")
+    state["log_to_reverse"], state["log_reversed"] = long(eth, usdt), long(eth, usdt)
+    api.call("POST", f"/v1/trading-logs/{state['log_reversed']}/reversal", 201)
+    state["note_kept"] = api.call("POST", "/v1/trading-logs", 201, json={  # moved nothing: nothing to reverse
+        "type": "note", "source": "manual", "message": "kept", "exchange_id": state["exchange"]})["id"]
 
 
 def _events() -> None:
@@ -334,8 +359,11 @@ def _plan_for(method: str, path: str, status: str):
         ("POST", "/v1/sub-accounts/{sub_account_id}/deposit"): {"sub_account_id": s["usdt"]},
         ("POST", "/v1/sub-accounts/{sub_account_id}/withdraw"): {"sub_account_id": s["usdt"]},
         ("GET", "/v1/sub-accounts/{sub_account_id}/balance-history"): {"sub_account_id": s["ledger"]},
+        ("GET", "/v1/sub-accounts/{sub_account_id}/balance"): {"sub_account_id": s["ledger"]},
         ("GET", "/v1/transactions/{transaction_id}"): {"transaction_id": s["transaction"]},
         ("GET", "/v1/orders/{order_id}"): {"order_id": s["order"]},
+        ("POST", "/v1/transactions/{transaction_id}/reversal"): {"transaction_id": s["to_reverse"]},
+        ("POST", "/v1/trading-logs/{trading_log_id}/reversal"): {"trading_log_id": s["log_to_reverse"]},
         ("GET", "/v1/trading-logs/{trading_log_id}"): {"trading_log_id": s["trade_log"]},
         ("DELETE", "/v1/trading-logs/{trading_log_id}"): {"trading_log_id": s["note_log"]},
         ("POST", "/v1/events/dead-letters/{dead_letter_id}/redrive"): {"dead_letter_id": s["letter_redrivable"]},
@@ -362,6 +390,10 @@ def _plan_for(method: str, path: str, status: str):
         ("POST", "/v1/trading-logs", "400"): lambda t: _body(t, lambda b: b["trade"].update(volume="abc")),
         ("POST", "/v1/events/replay", "400"): lambda t: _body(t, lambda b: b.update(start_time="yesterday")),
         ("POST", "/v1/auth/logout", "400"): lambda t: _body(t, lambda b: b.update(everywhere="yes")),
+        ("POST", "/v1/transactions/{transaction_id}/reversal", "400"):
+            lambda t: _body(t, lambda b: b.update(reason="")),
+        ("POST", "/v1/trading-logs/{trading_log_id}/reversal", "400"):
+            lambda t: _body(t, lambda b: b.update(reason="")),
         # 404: an id the caller does not have, in the body where the path has none.
         ("POST", "/v1/sub-accounts", "404"): lambda t: _body(t, lambda b: b.update(exchange_id=UNKNOWN_ID)),
         ("POST", "/v1/trading-logs", "404"):
@@ -380,6 +412,9 @@ def _plan_for(method: str, path: str, status: str):
         ("POST", "/v1/sub-accounts/{sub_account_id}/withdraw", "409"): lambda t: _key(t, s["used_key"]),
         ("POST", "/v1/trading-logs", "409"): lambda t: _key(t, s["used_key"]),
         ("DELETE", "/v1/trading-logs/{trading_log_id}", "409"): lambda t: _path(t, trading_log_id=s["trade_log"]),
+        ("POST", "/v1/transactions/{transaction_id}/reversal", "409"): lambda t: _path(t, transaction_id=s["reversed"]),
+        ("POST", "/v1/trading-logs/{trading_log_id}/reversal", "409"):
+            lambda t: _path(t, trading_log_id=s["log_reversed"]),
         ("POST", "/v1/events/dead-letters/{dead_letter_id}/redrive", "409"):
             lambda t: _path(t, dead_letter_id=s["letter_redriven"]),
         # 422: a business rule. A credit cannot be short, so the deposit's 422 is the 10^20 ceiling.
@@ -389,6 +424,10 @@ def _plan_for(method: str, path: str, status: str):
             lambda t: _path(t, sub_account_id=s["poor"]),  # INSUFFICIENT_BALANCE, with the example's details
         ("POST", "/v1/trading-logs", "422"):
             lambda t: _body(t, lambda b: b["trade"].update(quote_sub_account_id=s["poor"])),
+        ("POST", "/v1/transactions/{transaction_id}/reversal", "422"):
+            lambda t: _path(t, transaction_id=s["spent_deposit"]),  # INSUFFICIENT_BALANCE, with the example's details
+        ("POST", "/v1/trading-logs/{trading_log_id}/reversal", "422"): lambda t: (
+            _path(t, trading_log_id=s["note_kept"]), _error_without_details(t)),  # NOT_REVERSIBLE
         ("POST", "/v1/events/dead-letters/{dead_letter_id}/redrive", "422"): lambda t: (
             _path(t, dead_letter_id=s["letter_invalid"]), _error_without_details(t)),  # STILL_INVALID
     }

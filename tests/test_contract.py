@@ -125,3 +125,18 @@ def test_links_give_the_stateful_phase_real_paths_create_read_move_list():
         "createSubAccount"]
     assert "getTransaction" in links["depositToSubAccount"] and "getTradingLog" in links["createTradingLog"]
     assert "redriveDeadLetter" in links["listDeadLetters"]
+
+
+def test_no_contract_repeats_a_key_which_yaml_would_silently_drop():
+    class Strict(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node, deep=False):
+        keys = [loader.construct_object(key, deep=deep) for key, _ in node.value]
+        repeated = {key for key in keys if keys.count(key) > 1}
+        assert not repeated, f"{repeated} repeated at line {node.start_mark.line + 1}"
+        return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+    Strict.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    for name in ("openapi.yaml", "asyncapi.yaml"):
+        yaml.load((ROOT / name).read_text(), Loader=Strict)
