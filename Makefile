@@ -2,7 +2,7 @@
 # make run needs Python 3.11+ and make only; make test also needs Node.js 20+ (npm).
 VENV := .venv
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip --quiet --disable-pip-version-check
+PIP := $(PY) -m pip -qq --disable-pip-version-check  # errors only: no screens of warnings
 RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed-test
 

@@ -116,6 +116,7 @@ def cmd_dev(args) -> None:
     the machine has none); migrations; the local login; API and consumer."""
     import signal
     import subprocess
+    import time
 
     from db import migrate
     from db.urls import psycopg_kwargs
@@ -149,6 +150,7 @@ def cmd_dev(args) -> None:
                                  cwd=ROOT, env=serve_env)
         started.append(serve)
         if _wait_ready(f"http://{settings.host}:{settings.port}", serve):
+            time.sleep(0.3)  # the probe's own log line first: the block is the last thing on screen
             _announce(settings, provider, database)
         serve.wait()
     except KeyboardInterrupt:
