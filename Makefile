@@ -15,7 +15,7 @@ $(RUN_STAMP): pyproject.toml
 	  || { echo "make run needs Python 3.11+ as python3 (found: $$(python3 -V 2>&1))"; exit 1; }
 	@test -x $(PY) || python3 -m venv $(VENV) >/dev/null \
 	  || { rm -rf $(VENV); echo "python3 -m venv failed: on Debian or Ubuntu, apt-get install python3-venv"; exit 1; }
-	@echo "installing the service into $(VENV) (about a minute the first time)"
+	@echo "installing the service into $(VENV) (under a minute the first time)"
 	@$(PIP) install --upgrade pip
 	@$(PIP) install -e '.[local]'
 	@touch $@
