@@ -43,9 +43,13 @@ def _nullable(node):
     if not isinstance(node, dict):
         return node
     out = {key: _nullable(value) for key, value in node.items() if key != "nullable"}
-    if node.get("nullable") is True and "type" in out:
+    if node.get("nullable") is not True:
+        return out
+    if "type" in out:
         out["type"] = [out["type"], "null"]
-    return out
+        return out
+    notes = {key: out.pop(key) for key in ("description", "example") if key in out}
+    return {"anyOf": [out, {"type": "null"}], **notes}  # a reference (allOf) that may also be null
 
 
 def merged_schemas() -> dict:

@@ -1,14 +1,14 @@
 """What each of the bot's events books: the event door's parse of a validated event into the core's commands.
 
-A fill books like a `long` (buy) or `short` (sell) trading log; order, error and signal events are notes (an
-order's note still names its pair, which must be the user's); balance events adjust or lock; a heartbeat updates
-the bot's status. The checks that what an event names is the user's happen once, in db/booking.py.
+A fill books like a `long` (buy) or `short` (sell) trading log and moves its order on (taking from its hold); order
+events place or end the order (holding for it, releasing what it holds) with a note; error and signal events are
+notes; balance events adjust, hold or release; a heartbeat updates the bot's status. The checks that what an event names is the user's happen once, in db/booking.py.
 """
 
 
 from pydantic import BaseModel
 
-from db.commands import Adjustment, BotSeen, Entry, LockChange, Log, OrderReference, Trade
+from db.commands import Adjustment, BotSeen, Entry, Fill, LockChange, Log, Order, OrderChange, Trade
 from generated.models import (BalanceLockEvent, BalanceUpdatedEvent, ErrorEvent, EventType, HeartbeatEvent,
                               OrderEvent, OrderFilledEvent, OrderSide, SignalEvent, TradeType, TradingLogSource,
                               TradingLogType)
@@ -29,8 +29,8 @@ def entry_for(event: BaseModel) -> Entry:
         return Entry(user_id, _trade(event), _log(event, kind, "filled", FILL_FIELDS, trade=_trade_shown(event)),
                      event_id)
     if isinstance(event, OrderEvent):
-        return Entry(user_id, OrderReference(event.exchange_id, event.base_sub_account_id,
-                                             event.quote_sub_account_id, event.symbol),
+        change = event.event_type.value.removeprefix("orders.")
+        return Entry(user_id, OrderChange(_order(event, event.amount, event.price), change, event.timestamp),
                      _log(event, ORDER_NOTES[event.event_type], event.event_type.value.removeprefix("orders."),
                           ORDER_FIELDS),
                      event_id)
@@ -42,8 +42,8 @@ def entry_for(event: BaseModel) -> Entry:
                                          event.new_balance.root, event.previous_balance.root), None, event_id)
     if isinstance(event, BalanceLockEvent):
         return Entry(user_id, LockChange(event.exchange_id, event.sub_account_id, event.symbol.root,
-                                         event.amount.root, event.event_type == EventType.balance_locked),
-                     None, event_id)
+                                         event.amount.root, event.event_type == EventType.balance_locked,
+                                         event.order_id, event.expires_at), None, event_id)
     if isinstance(event, HeartbeatEvent):
         info = {"uptime_seconds": event.uptime_seconds, **(event.info.model_dump() if event.info else {})}
         return Entry(user_id, BotSeen(event.exchange_id, event.bot_id, event.status, event.timestamp, event.version,
@@ -51,10 +51,17 @@ def entry_for(event: BaseModel) -> Entry:
     raise TypeError(f"no entry for {type(event).__name__}")
 
 
+def _order(event: OrderEvent | OrderFilledEvent, amount=None, price=None) -> Order:
+    """What the event says of its order (a fill's `amount` and `price` are the trade's, not the order's)."""
+    return Order(event.exchange_id, event.order_id, event.base_sub_account_id, event.quote_sub_account_id,
+                 event.symbol, event.side, event.order_type, event.source, amount.root if amount else None,
+                 price.root if price else None)
+
+
 def _trade(fill: OrderFilledEvent) -> Trade:
     return Trade(TradeType.long if fill.side == OrderSide.buy else TradeType.short, fill.exchange_id,
                  fill.base_sub_account_id, fill.quote_sub_account_id, fill.amount.root, fill.price.root,
-                 fill.fee.root, fill.fee_asset, fill.symbol)
+                 fill.fee.root, fill.fee_asset, fill.symbol, Fill(_order(fill), fill.trade_id))
 
 
 def _trade_shown(fill: OrderFilledEvent) -> dict:

@@ -21,6 +21,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from consumers import batch as batches
+from consumers import expiry
 from consumers.contract import load_channels
 from consumers.parse import Incoming
 from db import consumer_state, engine
@@ -156,6 +157,7 @@ async def consume(nats_url: str, database_url: str, *, batch_size: int = 500, pa
                     consume_partition(js, partition, partitions, channels, batch_size, stop))
         if owned:
             await asyncio.to_thread(_heartbeat, [consumer_name(p) for p in owned])
+            await asyncio.to_thread(expiry.release_expired)
         try:
             await asyncio.wait_for(stop.wait(), timeout=5)  # standbys look for released partitions this often
         except asyncio.TimeoutError:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
-from generated.models import BotState, FeeAsset, TradeType, TradingLogSource, TradingLogType
+from generated.models import BotState, FeeAsset, OrderSide, OrderType, TradeType, TradingLogSource, TradingLogType
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,30 @@ class Transfer:
 
 
 @dataclass(frozen=True)
+class Order:
+    """What an event says of the bot's order: its id on the exchange, its pair, and what is known of its size."""
+    exchange_id: uuid.UUID
+    order_id: str
+    base_sub_account_id: uuid.UUID
+    quote_sub_account_id: uuid.UUID
+    symbol: str
+    side: OrderSide
+    order_type: OrderType
+    source: str
+    amount: Decimal | None = None  # the order's size in the base asset (a fill's event does not say it)
+    price: Decimal | None = None  # a limit order's
+
+
+@dataclass(frozen=True)
+class Fill:
+    """A trade against an order: which order, and the exchange's id of the trade (an order fills once per trade)."""
+    order: Order
+    trade_id: str
+
+
+@dataclass(frozen=True)
 class Trade:
-    """A trade between a base and a quote sub-account of one exchange (a trading log's or a bot's fill)."""
+    """A trade between a base and a quote sub-account of one exchange (a trading log's, or a bot's fill)."""
     kind: TradeType
     exchange_id: uuid.UUID
     base_sub_account_id: uuid.UUID
@@ -36,6 +58,7 @@ class Trade:
     fee: Decimal
     fee_asset: FeeAsset = FeeAsset.quote
     symbol: str | None = None  # "BASE/QUOTE": checked against the sub-accounts when given
+    fill: Fill | None = None  # a bot's fill: the order it fills, whose hold it consumes
 
 
 @dataclass(frozen=True)
@@ -50,21 +73,30 @@ class Adjustment:
 
 @dataclass(frozen=True)
 class LockChange:
-    """Part of a sub-account's balance is held for an open order (locking) or released."""
+    """The bot holds part of a sub-account's balance (locking) or releases it: the hold of `order_id` on this
+    sub-account, or without an order, holds that may expire (released oldest first)."""
     exchange_id: uuid.UUID
     sub_account_id: uuid.UUID
     symbol: str
     amount: Decimal
     locking: bool
+    order_id: str | None = None
+    expires_at: dt.datetime | None = None  # a hold without an order may say when it lapses
 
 
 @dataclass(frozen=True)
-class OrderReference:
-    """An order a note is about: its pair of sub-accounts must be the user's, on the exchange, with its symbols."""
-    exchange_id: uuid.UUID
-    base_sub_account_id: uuid.UUID
-    quote_sub_account_id: uuid.UUID
-    symbol: str
+class OrderChange:
+    """The bot placed an order (it is held for), or it ended unfilled: cancelled or failed (its hold is released)."""
+    order: Order
+    change: Literal["created", "cancelled", "failed"]
+    at: dt.datetime  # when, at the bot
+
+
+@dataclass(frozen=True)
+class HoldExpiry:
+    """A hold without an order whose time has passed is released (by the expiry job, not by a request)."""
+    hold_id: uuid.UUID
+    sub_account_id: uuid.UUID
 
 
 @dataclass(frozen=True)
@@ -78,7 +110,7 @@ class BotSeen:
     info: dict = field(default_factory=dict)
 
 
-Command = Transfer | Trade | Adjustment | LockChange | OrderReference | BotSeen
+Command = Transfer | Trade | Adjustment | LockChange | OrderChange | HoldExpiry | BotSeen
 
 
 @dataclass(frozen=True)

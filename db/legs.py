@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal, localcontext
 from typing import Literal
 
-from db.commands import Adjustment, LockChange, Trade
+from db.commands import Adjustment, Trade
 from db.errors import InsufficientBalance, Refused
 from generated.models import FeeAsset, TradeType
 
@@ -91,16 +91,6 @@ def adjustment_legs(adjustment: Adjustment, balance: Decimal) -> list[Leg]:
     if delta == 0:
         return []
     return [Leg(adjustment.sub_account_id, "credit" if delta > 0 else "debit", abs(delta), "adjustment")]
-
-
-def locked_after(change: LockChange, account: Account) -> Decimal:
-    """The account's `locked` once the change is made; refused outside 0..balance."""
-    with localcontext(MONEY_CONTEXT):
-        locked = account.locked + change.amount if change.locking else account.locked - change.amount
-    if not 0 <= locked <= account.balance:
-        raise Refused("The lock would leave `locked` outside 0..balance.", code="LOCK_OUT_OF_RANGE",
-                      details={"locked": account.locked, "balance": account.balance})
-    return locked
 
 
 def closing_balances(accounts: dict[uuid.UUID, Account], legs: list[Leg]) -> list[Decimal]:

@@ -254,6 +254,99 @@ consumer_state = sa.Table(
 )
 
 
+# --- orders, holds and corrections
+
+# The bot's orders, built from its order events and fills; `order_id` is the bot's (the exchange's) id.
+orders = sa.Table(
+    "orders",
+    metadata,
+    _id(),
+    sa.Column("user_id", UUID(as_uuid=True), sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("exchange_id", UUID(as_uuid=True), sa.ForeignKey("exchanges.id"), nullable=False),
+    sa.Column("order_id", sa.Text, nullable=False),
+    sa.Column("base_sub_account_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("quote_sub_account_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("symbol", sa.Text, nullable=False),
+    sa.Column("side", sa.Text, nullable=False),
+    sa.Column("order_type", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("amount", MONEY),  # unknown until the order's own event says (a fill may come first)
+    sa.Column("price", MONEY),  # a limit order's
+    sa.Column("filled_amount", MONEY, nullable=False, server_default="0"),
+    sa.Column("filled_quote", sa.Numeric(60, 18), nullable=False, server_default="0"),  # sum of price * volume
+    sa.Column("fees", MONEY, nullable=False, server_default="0"),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("placed_at", sa.DateTime(timezone=True)),  # the bot's `orders.created` time; null until it arrives
+    _info(),
+    *_timestamps(),
+    sa.CheckConstraint("side IN ('buy', 'sell')", name="side"),
+    sa.CheckConstraint("status IN ('open', 'partially_filled', 'filled', 'cancelled', 'failed')", name="status"),
+    sa.CheckConstraint("filled_amount >= 0 AND (amount IS NULL OR filled_amount <= amount)", name="filled_within_amount"),
+    sa.UniqueConstraint("user_id", "exchange_id", "order_id"),
+    sa.Index("ix_orders_user_id_created_at", "user_id", "created_at"),
+    sa.Index("ix_orders_created_at_id", "created_at", "id"),
+    _gin_info("orders"),
+)
+
+# Each fill of an order: the trade it booked (its trading log and transactions).
+order_fills = sa.Table(
+    "order_fills",
+    metadata,
+    _id(),
+    sa.Column("order_ref", UUID(as_uuid=True), sa.ForeignKey("orders.id"), nullable=False),
+    sa.Column("trade_id", sa.Text, nullable=False),
+    sa.Column("volume", MONEY, nullable=False),
+    sa.Column("price", MONEY, nullable=False),
+    sa.Column("fee", MONEY, nullable=False),
+    sa.Column("trading_log_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("transaction_ids", ARRAY(UUID(as_uuid=True)), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    _info(),
+    sa.UniqueConstraint("order_ref", "trade_id"),  # a trade fills its order once
+    _gin_info("order_fills"),
+)
+
+# Part of a sub-account's balance reserved for an order (or, without one, until `expires_at`): `locked` is the sum
+# of the open holds' `remaining`. A hold resolves once: released, settled (consumed whole by fills) or expired.
+holds = sa.Table(
+    "holds",
+    metadata,
+    _id(),
+    sa.Column("user_id", UUID(as_uuid=True), sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("exchange_id", UUID(as_uuid=True), sa.ForeignKey("exchanges.id"), nullable=False),
+    sa.Column("sub_account_id", UUID(as_uuid=True), sa.ForeignKey("sub_accounts.id"), nullable=False),
+    sa.Column("order_id", sa.Text),  # the bot's order id; one hold per order and sub-account
+    sa.Column("amount", MONEY, nullable=False),
+    sa.Column("remaining", MONEY, nullable=False),
+    sa.Column("status", sa.Text, nullable=False, server_default="open"),
+    sa.Column("expires_at", sa.DateTime(timezone=True)),
+    sa.Column("resolved_at", sa.DateTime(timezone=True)),
+    _info(),
+    *_timestamps(),
+    sa.CheckConstraint("status IN ('open', 'released', 'settled', 'expired')", name="status"),
+    sa.CheckConstraint("amount > 0 AND remaining >= 0 AND remaining <= amount", name="remaining_within_amount"),
+    sa.CheckConstraint("(status = 'open') = (resolved_at IS NULL)", name="resolved_once"),
+    sa.Index("uq_holds_order", "user_id", "exchange_id", "order_id", "sub_account_id", unique=True,
+             postgresql_where=sa.text("order_id IS NOT NULL")),
+    sa.Index("ix_holds_sub_account_id_open", "sub_account_id", postgresql_where=sa.text("status = 'open'")),
+    sa.Index("ix_holds_expires_at_open", "expires_at",
+             postgresql_where=sa.text("status = 'open' AND expires_at IS NOT NULL")),
+    _gin_info("holds"),
+)
+
+# A reversal links a booked transaction to the transaction that reverses it; each is reversed at most once (the
+# primary key), and a reversal is never itself reversed by the same row twice (unique reversed_by).
+reversals = sa.Table(
+    "reversals",
+    metadata,
+    sa.Column("transaction_id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("reversed_by", UUID(as_uuid=True), nullable=False, unique=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    _info(),
+    _gin_info("reversals"),
+)
+
+
 # --- identity: provider logins, sessions with rotating refresh tokens, the security audit trail
 
 # One row per (provider, subject) a user logged in with; the subject is Google's `sub`, WeChat's unionid (else openid).

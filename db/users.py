@@ -6,8 +6,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from db import balance_history, notices, pagination
-from db.schema import exchanges, sessions, sub_accounts, trading_logs, users
 from db.errors import Conflict, NotFound
+from db.schema import exchanges, sessions, sub_accounts, trading_logs, users
 
 PUBLIC_COLUMNS = [users.c[name] for name in (
     "id", "username", "email", "avatar", "role", "status", "settings", "info", "created_at", "updated_at")]
@@ -52,6 +52,26 @@ def set_status(conn: sa.Connection, user_id: str, status: str) -> dict:
     if row is None:
         raise NotFound("User not found.")
     return dict(row)
+
+
+def disable(conn: sa.Connection, user_id: uuid.UUID | str, *, by: uuid.UUID | None = None) -> dict:
+    """Disables a user, unless it is the admin `by` themself or the last active admin: either would leave nobody
+    who can enable users again."""
+    if by is not None and str(by) == str(user_id):
+        raise Conflict("An admin cannot disable themself.", code="CANNOT_DISABLE_SELF")
+    # Locked in one order, so two admins disabling each other at once cannot both pass the count.
+    admins = conn.execute(sa.select(users.c.id).where(users.c.role == "admin", users.c.status == "active")
+                          .order_by(users.c.id).with_for_update()).scalars().all()
+    if [str(a) for a in admins] == [str(user_id)]:
+        raise Conflict("The last active admin cannot be disabled.", code="LAST_ADMIN")
+    return set_status(conn, user_id, "disabled")
+
+
+def id_by_email(conn: sa.Connection, email: str) -> uuid.UUID:
+    found = conn.execute(sa.select(users.c.id).where(sa.func.lower(users.c.email) == email.lower())).scalar()
+    if found is None:
+        raise NotFound(f"No user has the email {email}.")
+    return found
 
 
 def set_role(conn: sa.Connection, email: str, role: str) -> tuple[dict, str]:

@@ -15,6 +15,17 @@ class TirisContracts(BaseModel):
     pass
 
 
+class AssetSymbol(RootModel[str]):
+    root: Annotated[
+        str,
+        Field(
+            description="An asset symbol.",
+            examples=["USDT"],
+            pattern="^[A-Z0-9]{1,20}$",
+        ),
+    ]
+
+
 class AuditEventType(StrEnum):
     auth_login = "auth.login"
     auth_login_failed = "auth.login_failed"
@@ -152,6 +163,16 @@ class DecimalModel(RootModel[Decimal]):
     ]
 
 
+class DecimalSum(RootModel[Decimal]):
+    root: Annotated[
+        Decimal,
+        Field(
+            description="A sum of decimals (balances, volumes, fees) as a string: at most 18 fractional digits, and as many integer\ndigits as the sum needs, since adding Decimals can pass their 20 integer digits.\n",
+            examples=["199999999999999999998.000000000000000000"],
+        ),
+    ]
+
+
 class Reason(StrEnum):
     deposit = "deposit"
     adjustment = "adjustment"
@@ -160,25 +181,6 @@ class Reason(StrEnum):
 class Direction(StrEnum):
     credit = "credit"
     debit = "debit"
-
-
-class ErrorBody(BaseModel):
-    code: Annotated[
-        str,
-        Field(
-            description="A stable, machine-readable code such as INSUFFICIENT_BALANCE.",
-            examples=["NOT_FOUND"],
-        ),
-    ]
-    details: Annotated[
-        Any | None,
-        Field(
-            description="A list of FieldError for 400s, otherwise an object or string with specifics."
-        ),
-    ] = None
-    message: Annotated[str, Field(description="A human-readable explanation.")]
-    timestamp: AwareDatetime
-    trace_id: str
 
 
 class EventHeaders(BaseModel):
@@ -266,10 +268,8 @@ class HistoryBucket(StrEnum):
     field_1d = "1d"
 
 
-class Info(BaseModel):
-    model_config = ConfigDict(
-        extra="allow",
-    )
+class Info(RootModel[dict[str, Any]]):
+    root: Annotated[dict[str, Any], Field(max_length=64)]
 
 
 class Flow(StrEnum):
@@ -313,16 +313,29 @@ class NoteType(StrEnum):
     note = "note"
 
 
-class OrderSide(StrEnum):
-    buy = "buy"
-    sell = "sell"
-
-
 class OrderType(StrEnum):
     market = "market"
     limit = "limit"
     stop = "stop"
     stop_limit = "stop_limit"
+
+
+class Side(StrEnum):
+    buy = "buy"
+    sell = "sell"
+
+
+class OrderSide(StrEnum):
+    buy = "buy"
+    sell = "sell"
+
+
+class OrderStatus(StrEnum):
+    open = "open"
+    partially_filled = "partially_filled"
+    filled = "filled"
+    cancelled = "cancelled"
+    failed = "failed"
 
 
 class PositiveDecimal(RootModel[Decimal]):
@@ -436,7 +449,7 @@ class SignedDecimal(RootModel[Decimal]):
     root: Annotated[
         Decimal,
         Field(
-            description="A decimal number as a string that may be negative, at most 21 integer and 18 fractional digits.",
+            description="A signed sum of decimals as a string (a net flow); at most 18 fractional digits.",
             examples=["-12.500000000000000000"],
         ),
     ]
@@ -455,6 +468,17 @@ class SubAccount(BaseModel):
     updated_at: AwareDatetime
 
 
+class SubAccountCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    balance: DecimalModel | None = None
+    exchange_id: UUID
+    info: Info | None = None
+    name: Annotated[str, Field(max_length=100, min_length=1)]
+    symbol: AssetSymbol
+
+
 class SubAccountList(BaseModel):
     items: list[SubAccount]
     next_cursor: str | None = None
@@ -468,19 +492,8 @@ class SubAccountUpdate(BaseModel):
     name: Annotated[str | None, Field(max_length=100, min_length=1)] = None
 
 
-class Symbol(RootModel[str]):
-    root: Annotated[
-        str,
-        Field(
-            description="An asset symbol.",
-            examples=["USDT"],
-            pattern="^[A-Z0-9]{1,20}$",
-        ),
-    ]
-
-
 class SymbolBalance(BaseModel):
-    balance: DecimalModel
+    balance: DecimalSum
     symbol: str
 
 
@@ -628,7 +641,7 @@ class BalanceHistoryPoint(BaseModel):
         ),
     ]
     fees: Annotated[
-        DecimalModel,
+        DecimalSum,
         Field(description="The trading fees this sub-account paid in the bucket."),
     ]
     net_flow: SignedDecimal
@@ -637,7 +650,7 @@ class BalanceHistoryPoint(BaseModel):
         int, Field(description="All transactions in the bucket.")
     ]
     volume: Annotated[
-        DecimalModel,
+        DecimalSum,
         Field(
             description="The sum of the amounts of trade transactions (long, short, stop_loss, fill)."
         ),
@@ -660,6 +673,12 @@ class BalanceLockEvent(BaseModel):
     ]
     event_type: EventType
     exchange_id: UUID
+    expires_at: Annotated[
+        AwareDatetime | None,
+        Field(
+            description="For a hold without `order_id`: when it lapses; the service releases it once that time has passed. An order's hold lasts until the order ends."
+        ),
+    ] = None
     info: Info | None = None
     order_id: Annotated[
         str | None,
@@ -683,7 +702,7 @@ class BalanceLockEvent(BaseModel):
     sub_account_id: Annotated[
         UUID, Field(description="The user's sub-account on this exchange.")
     ]
-    symbol: Symbol
+    symbol: AssetSymbol
     timestamp: Annotated[
         AwareDatetime, Field(description="When it happened, at the bot.")
     ]
@@ -721,7 +740,7 @@ class BalanceUpdatedEvent(BaseModel):
     sub_account_id: Annotated[
         UUID, Field(description="The user's sub-account on this exchange.")
     ]
-    symbol: Symbol
+    symbol: AssetSymbol
     timestamp: Annotated[
         AwareDatetime, Field(description="When it happened, at the bot.")
     ]
@@ -749,8 +768,23 @@ class Deposit(BaseModel):
     ] = "deposit"
 
 
-class Error(BaseModel):
-    error: ErrorBody
+class ErrorBody(BaseModel):
+    code: Annotated[
+        str,
+        Field(
+            description="A stable, machine-readable code such as INSUFFICIENT_BALANCE.",
+            examples=["NOT_FOUND"],
+        ),
+    ]
+    details: Annotated[
+        list[FieldError] | dict[str, Any] | None,
+        Field(
+            description="Every field error of a 400; otherwise an object with the specifics of the error."
+        ),
+    ] = None
+    message: Annotated[str, Field(description="A human-readable explanation.")]
+    timestamp: AwareDatetime
+    trace_id: str
 
 
 class ErrorEvent(BaseModel):
@@ -796,6 +830,10 @@ class ErrorEvent(BaseModel):
         AwareDatetime, Field(description="When it happened, at the bot.")
     ]
     user_id: Annotated[UUID, Field(description="Equal to the subject's last token.")]
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
 
 
 class Exchange(BaseModel):
@@ -923,6 +961,54 @@ class NoteLogCreate(BaseModel):
     source: TradingLogSource
     sub_account_id: UUID | None = None
     type: NoteType
+
+
+class Order(BaseModel):
+    amount: Annotated[
+        DecimalModel | None,
+        Field(
+            description="The order's size in the base asset; null until an event says it (a fill may come first)."
+        ),
+    ]
+    average_price: Annotated[
+        DecimalModel | None,
+        Field(
+            description="The fills' price weighted by volume, rounded to 18 decimal places (half away from zero); null before the first fill."
+        ),
+    ]
+    base_sub_account_id: UUID
+    created_at: Annotated[
+        AwareDatetime, Field(description="When the service first heard of it.")
+    ]
+    exchange_id: UUID
+    fees: DecimalModel
+    filled_amount: DecimalModel
+    held_amount: Annotated[
+        DecimalModel,
+        Field(
+            description="What the order still holds (of the quote sub-account for a buy, of the base for a sell)."
+        ),
+    ]
+    id: UUID
+    order_id: Annotated[str, Field(description="The bot's (the exchange's) order id.")]
+    order_type: OrderType
+    price: Annotated[
+        DecimalModel | None,
+        Field(description="A limit order's price; null for a market order."),
+    ]
+    quote_sub_account_id: UUID
+    side: Side
+    source: Annotated[str, Field(description="The bot that placed it.")]
+    status: OrderStatus
+    symbol: Annotated[str, Field(examples=["ETH/USDT"])]
+    transaction_ids: Annotated[
+        list[UUID],
+        Field(
+            description="The transactions its fills booked, in the order they were booked."
+        ),
+    ]
+    updated_at: AwareDatetime
+    user_id: UUID
 
 
 class OrderEvent(BaseModel):
@@ -1082,15 +1168,9 @@ class OrderFilledEvent(BaseModel):
     user_id: Annotated[UUID, Field(description="Equal to the subject's last token.")]
 
 
-class SubAccountCreate(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-    )
-    balance: DecimalModel | None = None
-    exchange_id: UUID
-    info: Info | None = None
-    name: Annotated[str, Field(max_length=100, min_length=1)]
-    symbol: Symbol
+class OrderList(BaseModel):
+    items: list[Order]
+    next_cursor: str | None = None
 
 
 class TradeLogCreate(BaseModel):

@@ -21,8 +21,11 @@ def caller(token_info: dict) -> Caller:
 
 
 def as_model(cls: type[BaseModel], row: dict) -> BaseModel:
-    """The generated model of a row; absent (NULL) fields stay absent in the JSON."""
-    return cls.model_validate({key: value for key, value in row.items() if value is not None})
+    """The generated model of a row. A NULL is `null` where the contract requires the field (it is then declared
+    nullable) and absent where the field is optional."""
+    fields = cls.model_fields
+    return cls.model_validate({key: value for key, value in row.items()
+                               if value is not None or (key in fields and fields[key].is_required())})
 
 
 def as_page(list_cls: type[BaseModel], item_cls: type[BaseModel], result: tuple[list[dict], str | None]) -> BaseModel:

@@ -30,7 +30,7 @@ def get_user(user_id):
 
 def disable_user(user_id, token_info):
     with engine.transaction() as conn:
-        user = users.set_status(conn, user_id, "disabled")
+        user = users.disable(conn, user_id, by=caller(token_info).id)
         # Ends every session too, so enabling the user later does not bring old tokens back to life.
         sessions.revoke_all(conn, user["id"], "user disabled")
         audit_trail(conn, "user.disabled", user_id=user["id"], actor_id=caller(token_info).id)

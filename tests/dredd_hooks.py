@@ -78,7 +78,7 @@ UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"  # a well-formed id that no 
 # (method, path template, status) -> why Dredd cannot test it. "default" stands for every operation's `default`.
 SKIPPED = {
     ("*", "*", "default"): (
-        "Dredd 14 turns each `default` response into a transaction that expects status 200 with the Error example; "
+        "Dredd 14 turns each `default` response into a transaction that expects status 200 with the ErrorResponse example; "
         "`default` documents unexpected errors (a 500), which no request produces on purpose. Schemathesis checks "
         "every undocumented status against it (tests/test_schemathesis*.py)."),
     ("*", "*", "429"): (
@@ -267,10 +267,10 @@ def _auth(t: dict, who: str | None) -> None:
 
 
 def _error_without_details(t: dict) -> None:
-    """Dredd takes a response's one example as the required structure. `details` is free-form in the Error schema
-    (a list for 400s, an object or absent otherwise), but the shared 422 example shows INSUFFICIENT_BALANCE's
+    """Dredd takes a response's one example as the required structure. `details` is a oneOf in the ErrorResponse
+    schema (a list for 400s, an object or absent otherwise), but the shared 422 example shows INSUFFICIENT_BALANCE's
     object; for a 422 with other details this keeps the rest of the example as the expectation. The after_each
-    schema check still validates the whole body against Error."""
+    schema check still validates the whole body against ErrorResponse."""
     expected = json.loads(t["expected"]["body"])
     expected["error"].pop("details", None)
     t["expected"]["body"] = json.dumps(expected)
@@ -363,6 +363,7 @@ def _plan_for(method: str, path: str, status: str):
         ("POST", "/v1/exchanges", "409"): lambda t: _body(t, lambda b: b.update(name="Dredd main")),
         ("PATCH", "/v1/exchanges/{exchange_id}", "409"): lambda t: _body(t, lambda b: b.update(name="Dredd main")),
         ("DELETE", "/v1/exchanges/{exchange_id}", "409"): lambda t: _path(t, exchange_id=s["exchange"]),
+        ("POST", "/v1/users/{user_id}/disable", "409"): lambda t: _path(t, user_id=s["users"]["admin"]),  # themself
         ("POST", "/v1/sub-accounts", "409"): lambda t: _body(t, lambda b: b.update(name="Dredd USDT")),
         ("PATCH", "/v1/sub-accounts/{sub_account_id}", "409"):
             lambda t: _body(t, lambda b: b.update(name="Dredd USDT")),
@@ -428,7 +429,7 @@ def _key(t: dict, key: str) -> None:
 
 
 def _is_default(t: dict) -> bool:
-    """The transaction Dredd made of a `default` response: status 200 with the Error example as its body."""
+    """The transaction Dredd made of a `default` response: status 200 with the ErrorResponse example as its body."""
     if not t["expected"].get("statusCode", "").startswith("2"):
         return False
     try:

@@ -7,6 +7,7 @@ several worker processes, each with its own connection pool, book on the same ro
 Import the fixture into a test module with `from tests.server import live_server  # noqa: F401`.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -69,12 +70,11 @@ def _wait_until_ready(server: LiveServer) -> None:
                 f"{server.log_text()}")
 
 
-@pytest.fixture
-def live_server(service_env, tmp_path_factory):
-    """A started, ready server on this test's fresh database; stopped (SIGTERM, then SIGKILL) afterwards."""
+@contextlib.contextmanager
+def running_server(service_env: dict, log_dir: Path):
+    """`tiris serve` with `service_env` on a free port, ready; stopped (SIGTERM, then SIGKILL) afterwards."""
     port = free_port()
-    # Under pytest's tmp dir rather than deleted on teardown, so the log of a failed run can still be read.
-    log_path = tmp_path_factory.mktemp("live_server") / "server.log"
+    log_path = log_dir / "server.log"
     env = {**os.environ, **service_env, "HOST": "127.0.0.1", "PORT": str(port)}
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "tools.cli", "serve", "--workers", "2"], cwd=ROOT,
@@ -86,3 +86,11 @@ def live_server(service_env, tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def live_server(service_env, tmp_path_factory):
+    """A started, ready server on this test's fresh database."""
+    # Under pytest's tmp dir rather than deleted on teardown, so the log of a failed run can still be read.
+    with running_server(service_env, tmp_path_factory.mktemp("live_server")) as server:
+        yield server

@@ -5,10 +5,14 @@ import subprocess
 import sys
 import urllib.parse
 
+import pytest
+
+from db import engine, users
 from tests.conftest import Api, expect_error
 from tests.helpers import create_exchange
 from tests.login import tokens
 from tests.server import ROOT
+from db.errors import Conflict
 
 
 def events(admin, **query) -> list[dict]:
@@ -60,3 +64,32 @@ def test_grant_admin_changes_the_role_and_is_audited(make_api, service_env):
     missing = subprocess.run([sys.executable, "-m", "tools.cli", "user", "grant-admin", "nobody@example.com"],
                              cwd=ROOT, env={**os.environ, **service_env}, capture_output=True, text=True, timeout=60)
     assert missing.returncode != 0 and "nobody@example.com" in missing.stderr
+
+
+def test_an_admin_cannot_disable_themself_nor_the_last_active_admin(make_api):
+    admin = make_api("root@example.com", admin=True)
+    expect_error(admin.post(f"/v1/users/{admin.user['id']}/disable"), 409, "CANNOT_DISABLE_SELF")
+    other = make_api("second@example.com", admin=True)
+    status, body = other.post(f"/v1/users/{admin.user['id']}/disable")  # two admins: one may go
+    assert status == 200 and body["status"] == "disabled", body
+    expect_error(other.post(f"/v1/users/{other.user['id']}/disable"), 409, "CANNOT_DISABLE_SELF")
+    assert other.get("/v1/users/me")[1]["status"] == "active"
+    with engine.transaction() as conn:  # the same rule holds for whoever asks, e.g. the shell
+        with pytest.raises(Conflict) as refused:
+            users.disable(conn, other.user["id"])
+    assert refused.value.code == "LAST_ADMIN"
+
+
+def test_user_disable_and_enable_commands_lock_out_and_let_back_in(make_api, service_env):
+    alice = make_api("alice@example.com")
+
+    def tiris_user(action: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "tools.cli", "user", action, "alice@example.com"], cwd=ROOT,
+                              env={**os.environ, **service_env}, capture_output=True, text=True, timeout=60)
+
+    assert tiris_user("disable").returncode == 0
+    expect_error(alice.get("/v1/users/me"), 401, "ACCOUNT_DISABLED")
+    run = tiris_user("enable")
+    assert run.returncode == 0 and "alice@example.com is active" in run.stderr, run.stderr
+    fresh = make_api("alice@example.com")  # disabling ended her sessions; a new token works
+    assert fresh.get("/v1/users/me")[0] == 200

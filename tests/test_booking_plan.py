@@ -13,11 +13,11 @@ from decimal import Decimal
 
 import pytest
 
-from db.booking import Plan, plan_entry
-from db.commands import Adjustment, BotSeen, Entry, LockChange, Log, OrderReference, Trade, Transfer
+from db.booking import Book, Plan, plan_entry
+from db.commands import Adjustment, BotSeen, Entry, LockChange, Log, Order, OrderChange, Trade, Transfer
 from db.errors import InsufficientBalance, NotFound, Refused
 from db.legs import Account
-from generated.models import BotState, FeeAsset, TradeType, TradingLogSource, TradingLogType
+from generated.models import BotState, FeeAsset, OrderSide, OrderType, TradeType, TradingLogSource, TradingLogType
 
 D = Decimal
 NOW = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
@@ -55,7 +55,7 @@ class World:
     def plan(self, command, log: Log | None = None) -> Plan:
         before = dict(self.state)
         try:
-            return plan_entry(Entry(self.user, command, log), self.state, self.owners)
+            return plan_entry(Entry(self.user, command, log), Book(self.state, self.owners))
         finally:
             assert self.state == before  # planning is pure: the state it was given is left as it was
 
@@ -79,8 +79,10 @@ def long_trade(exchange, base, quote, symbol="ETH/USDT", volume="2", price="3000
     return Trade(TradeType.long, exchange, base, quote, D(volume), D(price), D(fee), FeeAsset.quote, symbol)
 
 
-def order_reference(exchange, base, quote, symbol="ETH/USDT") -> OrderReference:
-    return OrderReference(exchange, base, quote, symbol or "ETH/USDT")
+def order_reference(exchange, base, quote, symbol="ETH/USDT") -> OrderChange:
+    """An order's note (here: it failed), which names its pair like a trade does."""
+    order = Order(exchange, "o-1", base, quote, symbol or "ETH/USDT", OrderSide.buy, OrderType.market, "bot-1")
+    return OrderChange(order, "failed", dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
 
 
 def note(exchange, sub_account_id=None, type=TradingLogType.note) -> Log:
@@ -109,7 +111,7 @@ def test_transfer_on_the_users_own_sub_account_books_one_leg(w, direction, amoun
         w.usdt, direction, D(amount), "deposit" if direction == "credit" else "withdraw")
     assert closing_balance == D(closing)
     assert plan.info == {"memo": "x"}
-    assert (plan.locked, plan.drift, plan.bot) == ({}, D(0), None)
+    assert (plan.holds, plan.drift, plan.bot) == ({}, D(0), None)
 
 
 @pytest.mark.parametrize("account, exchange", [
@@ -193,7 +195,8 @@ def test_trade_and_order_reference_naming_a_foreign_or_mismatching_pair_are_refu
 ])
 def test_order_reference_to_the_users_pair_books_no_legs(w, exchange, base, quote, symbol):
     plan = w.plan(order_reference(getattr(w, exchange), getattr(w, base), getattr(w, quote), symbol))
-    assert (plan.legs, plan.locked, plan.info, plan.drift, plan.bot) == ([], {}, {}, D(0), None)
+    assert (plan.legs, plan.holds, plan.info, plan.drift, plan.bot) == ([], {}, {}, D(0), None)
+    assert plan.orders[(w.user, getattr(w, exchange), "o-1")].status == "failed"
 
 
 # ---------------------------------------------------------------------------------------------------- bot heartbeats
@@ -201,7 +204,7 @@ def test_order_reference_to_the_users_pair_books_no_legs(w, exchange, base, quot
 def test_bot_seen_on_the_users_exchange_plans_the_heartbeat_and_no_legs(w):
     seen = BotSeen(w.exchange, "bot-1", BotState.running, NOW, version="1.2.3")
     plan = w.plan(seen)
-    assert (plan.bot, plan.legs, plan.locked) == (seen, [], {})
+    assert (plan.bot, plan.legs, plan.holds) == (seen, [], {})
 
 
 @pytest.mark.parametrize("exchange", ["foreign_exchange", "missing"])
@@ -256,13 +259,11 @@ def test_adjustment_cutting_the_balance_below_locked_is_insufficient_balance(w):
         w.plan(adjustment(w.exchange, w.eth, "ETH", new="0.5", previous="5"))
 
 
-@pytest.mark.parametrize("amount, locking, locked", [
-    pytest.param("4", True, "5", id="lock-up-to-balance"),
-    pytest.param("1", False, "0", id="unlock-all"),
-])
-def test_lock_change_on_the_named_sub_account_plans_its_locked_and_no_legs(w, amount, locking, locked):
-    plan = w.plan(lock(w.exchange, w.eth, "ETH", amount, locking))
-    assert (plan.locked, plan.legs) == ({w.eth: D(locked)}, [])
+def test_lock_without_an_order_opens_a_hold_up_to_what_is_available_and_books_no_legs(w):
+    plan = w.plan(lock(w.exchange, w.eth, "ETH", "4"))
+    [hold] = plan.holds.values()
+    assert (hold.sub_account_id, hold.amount, hold.remaining, hold.status, hold.order_id, plan.legs) == (
+        w.eth, D(4), D(4), "open", None, [])
 
 
 def test_lock_change_beyond_the_balance_is_refused(w):
@@ -290,7 +291,7 @@ def test_note_naming_a_sub_account_not_the_users_is_not_found(w, account):
 @pytest.mark.parametrize("account", [None, "usdt"], ids=["no-sub-account", "own-sub-account"])
 def test_note_on_the_users_exchange_plans_nothing(w, account):
     plan = w.plan(None, note(w.exchange, getattr(w, account) if account else None))
-    assert (plan.legs, plan.locked, plan.info, plan.drift, plan.bot) == ([], {}, {}, D(0), None)
+    assert (plan.legs, plan.holds, plan.info, plan.drift, plan.bot) == ([], {}, {}, D(0), None)
 
 
 def test_transfer_with_its_log_books_the_leg(w):

@@ -45,7 +45,9 @@ def test_missing_and_bad_configuration_is_listed_one_line_each():
 
 
 
-def test_dev_creates_the_database_migrates_and_becomes_ready(tmp_path):
+def test_dev_creates_the_database_migrates_and_becomes_ready_for_a_local_portal(tmp_path):
+    """...and in the same setting (no secrets configured) the user commands work as `tiris token` does, and a
+    portal's dev server on localhost:3000 gets its CORS preflight answered."""
     name = f"tiris_dev_{uuid.uuid4().hex[:10]}"
     port = free_port()
     env = {**os.environ, "DATABASE_URL": database_url_for(name), "PORT": str(port),
@@ -70,6 +72,17 @@ def test_dev_creates_the_database_migrates_and_becomes_ready(tmp_path):
         expected = {"database": "ok", "migrations": "ok", "nats": "ok", "consumer": "ok"}
         wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/health/ready").json()["checks"] == expected,
                  what="the consumer's first sign of life", log=lambda: (tmp_path / "dev.log").read_text())
+        preflight = httpx.options(f"http://127.0.0.1:{port}/v1/users/me", headers={
+            "Origin": "http://localhost:3000", "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization"})
+        assert preflight.status_code == 200, preflight.text
+        assert preflight.headers["access-control-allow-origin"] == "http://localhost:3000"
+        shell = {k: v for k, v in env.items() if k not in ("PORT", "NATS_URL")}
+        for command in (["token", "--email", "ops@example.com"], ["user", "grant-admin", "ops@example.com"]):
+            result = subprocess.run([sys.executable, "-m", "tools.cli", *command], cwd=tmp_path, env=shell,
+                                    capture_output=True, text=True, timeout=60)
+            assert result.returncode == 0, result.stderr
+        assert "ops@example.com is now admin" in result.stderr
     finally:
         os.killpg(process.pid, 15)
         process.wait(timeout=30)

@@ -160,9 +160,9 @@ def test_python_client_runs_the_worked_example(python_client, live_server, servi
     from tiris_client.api.sub_accounts import create_sub_account, deposit_to_sub_account, list_sub_accounts
     from tiris_client.api.trading_logs import create_trading_log
     from tiris_client.api.users import get_current_user
-    from tiris_client.models import (Deposit, Error, ExchangeCreate, ExchangeType, SubAccount, SubAccountCreate,
-                                     SubAccountList, Trade, TradeLogCreate, TradeType, TradingLog, TradingLogSource,
-                                     Transaction, User)
+    from tiris_client.models import (Deposit, ErrorResponse, ExchangeCreate, ExchangeType, SubAccount,
+                                     SubAccountCreate, SubAccountList, Trade, TradeLogCreate, TradeType, TradingLog,
+                                     TradingLogSource, Transaction, User)
 
     token = _token(service_env, "py-client@example.com")
     with AuthenticatedClient(base_url=live_server.url, token=token, raise_on_unexpected_status=True) as api:
@@ -191,5 +191,5 @@ def test_python_client_runs_the_worked_example(python_client, live_server, servi
         # A documented error comes back typed as well: the 422 of a deposit past the ledger's 10^20 ceiling.
         short = deposit_to_sub_account.sync_detailed(client=api, sub_account_id=usdt.id,
                                                      body=Deposit(amount="99999999999999999999"))
-        assert short.status_code == 422 and isinstance(short.parsed, Error), short
+        assert short.status_code == 422 and isinstance(short.parsed, ErrorResponse), short
         assert short.parsed.error.code == "AMOUNT_OUT_OF_RANGE"

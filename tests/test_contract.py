@@ -85,3 +85,43 @@ def test_every_v1_operation_documents_the_429_and_a_known_rate_limit_class():
                 assert operation.get("x-rate-limit", "api") in ratelimit.CLASSES, where
             else:
                 assert "x-rate-limit" not in operation and "429" not in operation["responses"], where
+
+
+# Globals of JavaScript that a generated client's types would shadow (hey-api emits one type per schema).
+JAVASCRIPT_GLOBALS = {"Array", "Boolean", "Date", "Error", "Function", "JSON", "Map", "Math", "Number", "Object",
+                      "Promise", "Record", "RegExp", "Response", "Request", "Set", "String", "Symbol", "URL"}
+
+
+def test_no_schema_shadows_a_javascript_global_and_error_details_are_typed():
+    schemas = SPEC["components"]["schemas"]
+    assert not JAVASCRIPT_GLOBALS & set(schemas)
+    details = schemas["ErrorBody"]["properties"]["details"]
+    assert [branch["type"] for branch in details["oneOf"]] == ["array", "object"]
+
+
+def _operations() -> dict[str, tuple[str, dict, list]]:
+    found = {}
+    for path, item in SPEC["paths"].items():
+        for method, operation in item.items():
+            if method in METHODS:
+                params = [p.get("name") or p["$ref"] for p in item.get("parameters", []) + operation.get(
+                    "parameters", [])]
+                names = [SPEC["components"]["parameters"][p.split("/")[-1]]["name"] if p.startswith("#/") else p
+                         for p in params]
+                found[operation["operationId"]] = (path, operation, names)
+    return found
+
+
+def test_links_give_the_stateful_phase_real_paths_create_read_move_list():
+    operations = _operations()
+    links = {}
+    for operation_id, (_, operation, _) in operations.items():
+        for response in operation["responses"].values():
+            for link in response.get("links", {}).values():
+                assert link["operationId"] in operations, link
+                assert set(link["parameters"]) <= set(operations[link["operationId"]][2]), link
+                links.setdefault(operation_id, set()).add(link["operationId"])
+    assert {"getSubAccount", "depositToSubAccount", "withdrawFromSubAccount", "listTransactions"} <= links[
+        "createSubAccount"]
+    assert "getTransaction" in links["depositToSubAccount"] and "getTradingLog" in links["createTradingLog"]
+    assert "redriveDeadLetter" in links["listDeadLetters"]

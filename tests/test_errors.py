@@ -103,3 +103,24 @@ def test_path_with_an_encoded_control_character_is_404_not_500(client, api):
     response = client.post("/v1/sub-accounts/%0A%F0%AA%AB%93/deposit", json={"amount": "1"},
                            headers={"Authorization": f"Bearer {api.token}"})
     expect_error((response.status_code, response.json()), 404, "NOT_FOUND")
+
+
+def test_a_database_outage_logs_one_traceback_and_answers_503_with_retry_after(settings, api, client, caplog):
+    from db import engine
+    from tiris import error_handlers
+
+    error_handlers._last_unavailable = -error_handlers.OUTAGE_GAP  # a new outage for this test
+    engine.engine().dispose()
+    engine.configure(settings.__class__(**{**settings.__dict__, "db_pool_timeout": 1,
+                                           "database_url": "postgresql+psycopg://postgres@127.0.0.1:1/x"}))
+    try:
+        with caplog.at_level("INFO"):
+            responses = [client.get("/v1/exchanges", headers={"Authorization": f"Bearer {api.token}"})
+                         for _ in range(5)]
+    finally:
+        engine.configure(settings)
+    assert [r.status_code for r in responses] == [503] * 5
+    assert all(int(r.headers["retry-after"]) >= 1 for r in responses)
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    request_lines = [r for r in caplog.records if r.name == "tiris.request" and getattr(r, "status", None) == 503]
+    assert len(tracebacks) == 1 and len(request_lines) == 5, [r.getMessage() for r in caplog.records]

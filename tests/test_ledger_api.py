@@ -171,3 +171,27 @@ def test_database_balance_always_equals_credits_minus_debits(api):
             "SELECT s.id, s.balance, COALESCE(SUM(CASE t.direction WHEN 'credit' THEN t.amount ELSE -t.amount END), 0)"
             " AS net FROM sub_accounts s LEFT JOIN transactions t ON t.sub_account_id = s.id GROUP BY s.id")).all()
     assert rows and all(row.balance == row.net for row in rows)
+
+
+def test_a_decimal_has_one_written_form_in_every_response(api):
+    exchange_id, eth, usdt = _pair(api, usdt="100.5")
+    status, deposit = api.post(f"/v1/sub-accounts/{usdt}/deposit", json={"amount": "10000.50"})
+    assert status == 201 and deposit["amount"] == "10000.500000000000000000", deposit
+    assert api.get(f"/v1/transactions/{deposit['id']}")[1]["amount"] == deposit["amount"]
+    status, log = trade(api, exchange_id, "long", eth, usdt, "2", "3000.5", "1.25", symbol="ETH/USDT")
+    assert status == 201, log
+    expected = {"volume": "2.000000000000000000", "price": "3000.500000000000000000", "fee": "1.250000000000000000"}
+    assert {k: log["trade"][k] for k in expected} == expected
+    assert {k: api.get(f"/v1/trading-logs/{log['id']}")[1]["trade"][k] for k in expected} == expected
+    assert api.get(f"/v1/sub-accounts/{eth}")[1]["balance"] == "2.000000000000000000"
+
+
+def test_stats_sum_balances_beyond_twenty_integer_digits_and_conform_to_the_contract(app, api):
+    import schemathesis
+
+    exchange = create_exchange(api)
+    for name in ("one", "two"):
+        create_sub_account(api, exchange["id"], "USDT", "99999999999999999999", name=name)
+    operation = schemathesis.openapi.from_asgi("/v1/openapi.json", app)["/v1/users/me/stats"]["GET"]
+    response = operation.Case().call_and_validate(headers={"Authorization": f"Bearer {api.token}"})
+    assert response.json()["balances"] == [{"symbol": "USDT", "balance": "199999999999999999998.000000000000000000"}]

@@ -7,7 +7,6 @@ Covers:
   and what each leg records (reason, price, quote symbol, the fee it paid);
 - `closing_balances`: running balances, `balance >= locked`, the 10^20 ceiling, non-positive legs, exact 38 digits;
 - `adjustment_legs`: the one leg that moves our balance to the exchange's reading (or none);
-- `locked_after`: locking and unlocking within 0..balance.
 """
 
 import uuid
@@ -15,7 +14,7 @@ from decimal import Decimal
 
 import pytest
 
-from db.commands import Adjustment, LockChange, Trade
+from db.commands import Adjustment, Trade
 from db.errors import InsufficientBalance, Refused
 from db.legs import (
     LIMIT,
@@ -23,7 +22,6 @@ from db.legs import (
     Leg,
     adjustment_legs,
     closing_balances,
-    locked_after,
     round_credit,
     round_debit,
     trade_legs,
@@ -307,30 +305,3 @@ def test_adjustment_moves_our_balance_to_the_exchanges_reading(balance, new_bala
         (a.id, direction, D(amount), "adjustment") for direction, amount in expected]
     if legs:
         assert closing_balances({a.id: a}, legs) == [D(new_balance)]
-
-
-# ---------------------------------------------------------------------------------------------------- locked_after
-
-@pytest.mark.parametrize("balance, locked, amount, locking, expected", [
-    pytest.param("100", "0", "30", True, "30", id="lock-part"),
-    pytest.param("100", "30", "70", True, "100", id="lock-up-to-balance"),
-    pytest.param("100", "30", "30", False, "0", id="unlock-down-to-zero"),
-    pytest.param("100", "30", "10.5", False, "19.5", id="unlock-part"),
-    pytest.param("12345678901234567890.123456789012345678", "0", "12345678901234567890.123456789012345677", True,
-                 "12345678901234567890.123456789012345677", id="lock-38-digits-exact"),
-    pytest.param("100", "30", "100", True, None, id="lock-beyond-balance"),
-    pytest.param("100", "100", "0.000000000000000001", True, None, id="lock-one-unit-beyond-balance"),
-    pytest.param("100", "30", "30.000000000000000001", False, None, id="unlock-below-zero"),
-    pytest.param("0", "0", "1", False, None, id="unlock-nothing-locked"),
-])
-def test_lock_change_keeps_locked_within_zero_and_balance(balance, locked, amount, locking, expected):
-    a = account(balance, locked)
-    change = LockChange(exchange_id=a.exchange_id, sub_account_id=a.id, symbol=a.symbol, amount=D(amount),
-                        locking=locking)
-    if expected is not None:
-        assert locked_after(change, a) == D(expected)
-        return
-    with pytest.raises(Refused) as error:
-        locked_after(change, a)
-    assert refusal(error) == (Refused, "LOCK_OUT_OF_RANGE")
-    assert error.value.details == {"locked": D(locked), "balance": D(balance)}

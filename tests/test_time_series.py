@@ -45,7 +45,7 @@ def test_daily_history_sums_each_day_and_carries_the_closing_balance_through_emp
                            f"&start_time=2026-01-09T12:00:00Z&end_time=2026-01-13T00:00:00Z")
     assert status == 200, body
     assert body["start_time"] == "2026-01-09T00:00:00Z" and body["end_time"] == "2026-01-13T00:00:00Z"
-    assert body["opening_balance"] == "0" and body["symbol"] == "USDT"
+    assert body["opening_balance"] == "0.000000000000000000" and body["symbol"] == "USDT"
     got = [(p["bucket_start"][:10], Decimal(p["net_flow"]), Decimal(p["volume"]), Decimal(p["fees"]),
             p["trade_count"], p["transaction_count"], Decimal(p["closing_balance"])) for p in body["items"]]
     assert got == [
@@ -68,7 +68,7 @@ def test_hourly_history_starts_from_the_balance_before_the_range(api):
     status, body = api.get(f"/v1/sub-accounts/{eth['id']}/balance-history?bucket=1h"
                            f"&start_time=2026-01-12T05:00:00Z&end_time=2026-01-12T06:00:00Z")
     assert [(p["volume"], p["fees"], p["closing_balance"]) for p in body["items"]] == [
-        ("2.000000000000000000", "0", "2.000000000000000000")]  # the fee was in USDT
+        ("2.000000000000000000", "0.000000000000000000", "2.000000000000000000")]  # the fee was in USDT
 
 
 def test_history_defaults_to_the_last_30_buckets_ending_now(api):

@@ -1,6 +1,7 @@
 """Configuration from environment variables, validated at start-up with one clear message per problem."""
 
 import base64
+import ipaddress
 import json
 import os
 import secrets
@@ -11,6 +12,8 @@ from pathlib import Path
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/tiris"
 # `tiris dev` and `tiris token` share secrets through this file so a minted token works against the dev server.
 DEV_SECRETS = Path(".tiris") / "dev-secrets.json"
+# The origins of the usual frontend dev servers (Next.js/CRA on 3000, Vite on 5173), allowed by `tiris dev` only.
+DEV_CORS_ORIGINS = tuple(f"http://{host}:{port}" for port in (3000, 5173) for host in ("localhost", "127.0.0.1"))
 
 
 class ConfigError(SystemExit):
@@ -82,6 +85,8 @@ class Settings:
     request_timeout: int
     consumer_metrics_port: int
     cache_ttl: int
+    max_body_bytes: int
+    forwarded_allow_ips: str  # proxies whose X-Forwarded-For/-Proto are believed; empty: none
 
 
 def _dev_secrets() -> dict[str, str]:
@@ -218,11 +223,21 @@ def load(env: dict[str, str] | None = None) -> Settings:
         request_timeout=integer("REQUEST_TIMEOUT", 30, 1, 600),
         consumer_metrics_port=integer("CONSUMER_METRICS_PORT", 0, 0, 65535),
         cache_ttl=integer("CACHE_TTL", 60, 0, 3600),
+        # Bodies carry commands and `info`; ledger rows are never deleted, so what is accepted stays forever.
+        max_body_bytes=integer("MAX_BODY_BYTES", 1024 * 1024, 1024, 100 * 1024 * 1024),
+        # Never "any loopback client" (the servers' default): a local process could then pick its own address for
+        # the per-address auth limit and the audit trail.
+        forwarded_allow_ips=env.get("FORWARDED_ALLOW_IPS", "").strip(),
     )
     if settings.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         problems.append(f"LOG_LEVEL={settings.log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")
     if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
         problems.append("REDIS_URL must be a redis://, rediss:// or unix:// URL")
+    for proxy in filter(None, (p.strip() for p in settings.forwarded_allow_ips.split(","))):
+        try:
+            ipaddress.ip_network(proxy)
+        except ValueError:
+            problems.append(f"FORWARDED_ALLOW_IPS: {proxy!r} is not an IP address or network (e.g. 10.0.0.0/8)")
     if "*" in settings.cors_origins:
         problems.append("CORS_ORIGINS must list origins; '*' is not allowed with bearer tokens")
     if problems:

@@ -7,6 +7,7 @@ here too, not only those raised by handlers.
 import datetime as dt
 import logging
 import re
+import time
 import uuid
 
 from connexion.exceptions import ProblemException
@@ -14,8 +15,8 @@ from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 
-from tiris import jsonify
 from db.errors import Conflict, DomainError
+from tiris import jsonify
 from tiris.errors import headers_of, status_of
 
 log = logging.getLogger("tiris.errors")
@@ -24,6 +25,8 @@ CODES = {400: "VALIDATION_ERROR", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "N
          405: "METHOD_NOT_ALLOWED", 406: "NOT_ACCEPTABLE", 409: "CONFLICT", 413: "PAYLOAD_TOO_LARGE",
          415: "UNSUPPORTED_MEDIA_TYPE", 422: "UNPROCESSABLE", 429: "RATE_LIMITED", 500: "INTERNAL_ERROR",
          503: "SERVICE_UNAVAILABLE"}
+OUTAGE_GAP = 30.0  # seconds without a 503 after which the next one starts a new outage
+RETRY_AFTER_UNAVAILABLE = 5  # seconds; an outage of the database or a provider rarely ends sooner
 MESSAGES = {401: "A valid bearer token is required.", 404: "No such resource.",
             405: "This method is not allowed here.", 415: "The request body must be application/json."}
 
@@ -32,23 +35,59 @@ def trace_id(request: ConnexionRequest) -> str:
     return request.headers.get("x-request-id") or str(uuid.uuid4())
 
 
-def render(request: ConnexionRequest, status: int, code: str, message: str, details=None,
-           headers: dict | None = None) -> ConnexionResponse:
-    body = {"code": code, "message": message, "trace_id": trace_id(request),
+def envelope(trace_id: str | None, code: str, message: str, details=None) -> str:
+    """The one error body. Connexion's errors, handlers' errors, time-outs and the server's own refusals use it."""
+    body = {"code": code, "message": message, "trace_id": trace_id or str(uuid.uuid4()),
             "timestamp": jsonify.rfc3339(dt.datetime.now(dt.timezone.utc))}
     if details is not None:
         body["details"] = details
+    return jsonify.dumps({"error": body})
+
+
+def error_headers(status: int, headers: dict | None = None) -> dict:
     headers = dict(headers or {})
     if status == 401:
         headers.setdefault("WWW-Authenticate", "Bearer")
+    if status == 503:  # a dependency is down or slow: clients should come back, not hammer it
+        headers.setdefault("Retry-After", str(RETRY_AFTER_UNAVAILABLE))
+    return headers
+
+
+def render(request: ConnexionRequest, status: int, code: str, message: str, details=None,
+           headers: dict | None = None) -> ConnexionResponse:
     return ConnexionResponse(status_code=status, mimetype="application/json", content_type="application/json",
-                             body=jsonify.dumps({"error": body}), headers=headers)
+                             body=envelope(trace_id(request), code, message, details),
+                             headers=error_headers(status, headers))
+
+
+def asgi_error(status: int, code: str, message: str, trace_id: str | None) -> tuple[list, bytes]:
+    """The headers and body of an error answered outside Connexion (a time-out, the server's header limit)."""
+    headers = [(k.lower().encode(), v.encode()) for k, v in error_headers(status).items()]
+    return [(b"content-type", b"application/json"), *headers], envelope(trace_id, code, message).encode()
+
+
+_last_unavailable = -OUTAGE_GAP
+
+
+def _log_failure(exc: DomainError) -> None:
+    """A 503 means a dependency is down: its traceback is logged once per outage (a run of 503s less than
+    OUTAGE_GAP seconds apart, per worker), not once per request; every request still has its own log line."""
+    global _last_unavailable
+    if status_of(exc) == 503:
+        now, last = time.monotonic(), _last_unavailable
+        _last_unavailable = now
+        if now - last < OUTAGE_GAP:
+            return
+        log.error("dependency unavailable: %s (next tracebacks of this outage are not logged)", exc.code,
+                  exc_info=exc)
+        return
+    log.error("request failed: %s", exc.code, exc_info=exc)
 
 
 def domain_error(request: ConnexionRequest, exc: DomainError) -> ConnexionResponse:
     status = status_of(exc)
     if status >= 500:
-        log.error("request failed: %s", exc.code, exc_info=exc)
+        _log_failure(exc)
     return render(request, status, exc.code, exc.message, exc.details, headers_of(exc))
 
 

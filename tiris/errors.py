@@ -29,6 +29,24 @@ class Unauthorized(ApiError):
     message = "A valid bearer token is required."
 
 
+class PayloadTooLarge(ApiError):
+    status = 413
+    code = "PAYLOAD_TOO_LARGE"
+    message = "The request body is too large."
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+    code = "UNSUPPORTED_MEDIA_TYPE"
+    message = "The request body must be application/json."
+
+
+class RateLimited(ApiError):
+    status = 429
+    code = "RATE_LIMITED"
+    message = "Too many requests; retry after the number of seconds in Retry-After."
+
+
 class BadGateway(ApiError):
     status = 502
     code = "PROVIDER_ERROR"

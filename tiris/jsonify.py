@@ -12,9 +12,13 @@ from connexion.jsonifier import Jsonifier
 from pydantic import BaseModel
 
 
+SCALE = 18  # NUMERIC(38,18): every decimal is written with this many fractional digits
+
+
 def decimal_string(value: Decimal) -> str:
-    # format "f" never uses exponent notation: NUMERIC zero comes back as Decimal("0E-18").
-    return format(value, "f")
+    """One value, one written form: what a POST echoes (`"10000.50"` as sent) is what a later GET returns (the
+    database's `"10000.500000000000000000"`). Never exponent notation (NUMERIC zero reads as Decimal("0E-18"))."""
+    return format(value, f".{SCALE}f")
 
 
 def rfc3339(value: dt.datetime) -> str:

@@ -16,16 +16,10 @@ import time
 from dataclasses import dataclass
 
 from tiris import config
-from tiris.errors import ApiError
+from tiris.errors import RateLimited
 
 log = logging.getLogger("tiris.ratelimit")
 CLASSES = ("api", "trading", "auth")  # the values of `x-rate-limit`; each has its own setting
-
-
-class RateLimited(ApiError):
-    status = 429
-    code = "RATE_LIMITED"
-    message = "Too many requests; retry after the number of seconds in Retry-After."
 
 
 @dataclass(frozen=True)

@@ -32,11 +32,12 @@ def _metrics_dir() -> str:
 def _gunicorn(settings, workers: int) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir()
     os.execv(sys.executable, [
-        sys.executable, "-m", "gunicorn", "tiris.app:create_app()", "--worker-class", "uvicorn_worker.UvicornWorker",
+        sys.executable, "-m", "gunicorn", "tiris.app:create_app()", "--worker-class", "tiris.server.Worker",
         "--workers", str(workers), "--bind", f"{settings.host}:{settings.port}",
         # SIGTERM: stop accepting, give requests in flight up to 30 s to finish, then exit.
         "--graceful-timeout", "30", "--timeout", "60", "--config", "python:tiris.gunicorn_conf",
         "--chdir", str(ROOT),
+        "--forwarded-allow-ips", settings.forwarded_allow_ips,
         "--no-control-socket",  # one shared socket path would make two servers on a host collide
     ])
 
@@ -128,6 +129,8 @@ def cmd_dev(args) -> None:
 
     signal.signal(signal.SIGTERM, stop_on_term)  # the finally below stops what dev started, on TERM as on Ctrl-C
     config.apply_dev_defaults()  # in os.environ, so the workers and the consumer see the same secrets
+    # A portal served by its own dev server calls from another origin; outside `tiris dev` CORS_ORIGINS decides.
+    os.environ.setdefault("CORS_ORIGINS", ",".join(config.DEV_CORS_ORIGINS))
     settings = config.load()
     provider = _local_login(settings.port, settings.host)
     settings = config.load()  # with the local login's settings
@@ -207,24 +210,37 @@ def _dev_secrets_if_here(config) -> None:
         config.apply_dev_defaults()
 
 
-def cmd_user_role(args) -> None:
-    """grant-admin / revoke-admin: the only way to change a role, recorded in the audit trail."""
-    from db import audit, engine, users
-    from tiris import config
-    from db.errors import NotFound
+def cmd_user(args) -> None:
+    """grant-admin / revoke-admin (the only way to change a role) and enable / disable, in the audit trail.
 
-    _dev_secrets_if_here(config)
+    Like `tiris token`, it works with the local defaults where nothing is configured (only the database is used)."""
+    from db import audit, engine, sessions, users
+    from tiris import config
+    from db.errors import DomainError
+
+    config.apply_dev_defaults()
     engine.configure(config.use(config.load()))
-    role = "admin" if args.action == "grant-admin" else "user"
+    via = {"via": "tiris user " + args.action}
     try:
         with engine.transaction() as conn:
-            user, before = users.set_role(conn, args.email, role)
-            if before != role:
-                audit.record(conn, "user.role_changed", user_id=user["id"],
-                             info={"from": before, "to": role, "via": "tiris user " + args.action})
-    except NotFound as error:
+            if args.action in ("grant-admin", "revoke-admin"):
+                role = "admin" if args.action == "grant-admin" else "user"
+                user, before = users.set_role(conn, args.email, role)
+                if before != role:
+                    audit.record(conn, "user.role_changed", user_id=user["id"], info={"from": before, "to": role, **via})
+                outcome = f"{'now' if before != role else 'already'} {role}"
+            elif args.action == "disable":
+                user = users.disable(conn, users.id_by_email(conn, args.email))
+                sessions.revoke_all(conn, user["id"], "user disabled")
+                audit.record(conn, "user.disabled", user_id=user["id"], info=via)
+                outcome = "disabled"
+            else:
+                user = users.set_status(conn, users.id_by_email(conn, args.email), "active")
+                audit.record(conn, "user.enabled", user_id=user["id"], info=via)
+                outcome = "active"
+    except DomainError as error:
         sys.exit(error.message)
-    print(f"{user['email']} is {'now' if before != role else 'already'} {role}", file=sys.stderr)
+    print(f"{user['email']} is {outcome}", file=sys.stderr)
 
 
 def cmd_rotate_keys(args) -> None:
@@ -259,10 +275,10 @@ def main(argv: list[str] | None = None) -> None:
     token.add_argument("--admin", action="store_true")
     token.add_argument("--ttl", type=int, help="lifetime in seconds (default ACCESS_TOKEN_TTL)")
     token.set_defaults(func=cmd_token)
-    user = sub.add_parser("user", help="change a user's role (recorded in the audit trail)")
-    user.add_argument("action", choices=["grant-admin", "revoke-admin"])
+    user = sub.add_parser("user", help="change a user's role or status (recorded in the audit trail)")
+    user.add_argument("action", choices=["grant-admin", "revoke-admin", "enable", "disable"])
     user.add_argument("email")
-    user.set_defaults(func=cmd_user_role)
+    user.set_defaults(func=cmd_user)
     simulate_bot.add_parser(sub)
     seed_data.add_parser(sub)
     sub.add_parser("rotate-keys", help="re-seal exchange credentials under the active encryption key"

@@ -12,7 +12,7 @@ import type { components, paths } from "tiris-api";
 type SubAccount = components["schemas"]["SubAccount"];
 type Api = ReturnType<typeof createClient<paths>>;
 
-/** The body of a successful answer; anything else is an error carrying the contract's Error body. */
+/** The body of a successful answer; anything else is an error carrying the contract's ErrorResponse body. */
 function ok<T>(result: { data?: T; error?: unknown; response: Response }, what: string): T {
   if (result.data === undefined) {
     throw new Error(`${what}: ${result.response.status} ${JSON.stringify(result.error)}`);

@@ -1,0 +1,237 @@
+"""The bot's orders: built from its order events and fills, each transition made at most once.
+
+    open --fill--> partially_filled --fill of the rest--> filled
+      |                  |
+      +--cancel/fail-----+--> cancelled | failed
+
+`filled`, `cancelled` and `failed` are final: an event that would move an order out of one (placed again,
+filled, ended again) is refused. The rules are pure; db/booking.py locks the rows (an advisory lock per order key
+first, since an order may not exist yet), plans with these rules and writes the result (`write`).
+"""
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field, replace
+from decimal import Decimal, localcontext
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from db import bulk, pagination
+from db.access import Caller, readable_by
+from db.commands import Order, OrderChange
+from db.errors import Conflict, NotFound, Refused
+from db.holds import OrderKey
+from db.legs import MONEY_CONTEXT, round_debit
+from db.schema import holds, order_fills, orders
+from generated.models import OrderSide, OrderStatus
+
+FINAL = frozenset({OrderStatus.filled, OrderStatus.cancelled, OrderStatus.failed})
+
+
+@dataclass(frozen=True)
+class OrderRow:
+    id: uuid.UUID
+    user_id: uuid.UUID
+    exchange_id: uuid.UUID
+    order_id: str
+    base_sub_account_id: uuid.UUID
+    quote_sub_account_id: uuid.UUID
+    symbol: str
+    side: OrderSide
+    order_type: str
+    status: OrderStatus
+    amount: Decimal | None
+    price: Decimal | None
+    filled_amount: Decimal
+    filled_quote: Decimal
+    fees: Decimal
+    source: str
+    placed_at: dt.datetime | None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def key(self) -> OrderKey:
+        return self.user_id, self.exchange_id, self.order_id
+
+    @property
+    def held_sub_account_id(self) -> uuid.UUID:
+        """A buy holds its quote (what it pays with), a sell its base (what it sells)."""
+        return self.quote_sub_account_id if self.side == OrderSide.buy else self.base_sub_account_id
+
+
+def key_of(user_id: uuid.UUID, order: Order) -> OrderKey:
+    return user_id, order.exchange_id, order.order_id
+
+
+def new(user_id: uuid.UUID, order: Order) -> OrderRow:
+    return OrderRow(uuid.uuid4(), user_id, order.exchange_id, order.order_id, order.base_sub_account_id,
+                    order.quote_sub_account_id, order.symbol, order.side, order.order_type.value, OrderStatus.open,
+                    order.amount, order.price, Decimal(0), Decimal(0), Decimal(0), order.source, None)
+
+
+def _check_same_order(row: OrderRow, order: Order) -> None:
+    if (row.base_sub_account_id, row.quote_sub_account_id, row.side) != (
+            order.base_sub_account_id, order.quote_sub_account_id, order.side):
+        raise Conflict(f"Order {row.order_id} was known with other sub-accounts or another side.",
+                       code="ORDER_MISMATCH", details={"order_id": row.order_id})
+
+
+def _check_not_final(row: OrderRow, what: str) -> None:
+    if row.status in FINAL:
+        raise Conflict(f"Order {row.order_id} is {row.status.value} already: it cannot be {what}.",
+                       code="ORDER_ENDED", details={"order_id": row.order_id, "status": row.status.value})
+
+
+def placed(row: OrderRow | None, user_id: uuid.UUID, change: OrderChange) -> OrderRow:
+    """`orders.created`: the order is open (or, if fills came first, it learns its size)."""
+    order = change.order
+    if row is None:
+        return replace(new(user_id, order), placed_at=change.at)
+    _check_same_order(row, order)
+    _check_not_final(row, "placed again")
+    if row.placed_at is not None:
+        raise Conflict(f"Order {row.order_id} was placed already.", code="ORDER_PLACED",
+                       details={"order_id": row.order_id})
+    amount = row.amount if row.amount is not None else order.amount
+    if amount is not None and row.filled_amount > amount:
+        raise Refused(f"Order {row.order_id} has {row.filled_amount} filled, more than its amount {amount}.",
+                      code="FILL_EXCEEDS_ORDER", details={"order_id": row.order_id})
+    status = OrderStatus.filled if amount is not None and row.filled_amount == amount else row.status
+    return replace(row, amount=amount, price=row.price if row.price is not None else order.price,
+                   order_type=order.order_type.value, status=status, placed_at=change.at)
+
+
+def ended(row: OrderRow | None, user_id: uuid.UUID, change: OrderChange) -> OrderRow:
+    """`orders.cancelled` / `orders.failed`: the order ends unfilled (an unknown order is recorded ended)."""
+    row = row or new(user_id, change.order)
+    _check_same_order(row, change.order)
+    _check_not_final(row, change.change)
+    return replace(row, status=OrderStatus(change.change))
+
+
+def filled(row: OrderRow | None, user_id: uuid.UUID, order: Order, volume: Decimal, price: Decimal,
+           fee: Decimal) -> OrderRow:
+    """A fill of `volume` at `price`: partially filled, or filled once all of `amount` is."""
+    row = row or replace(new(user_id, order), amount=None)  # a fill's event does not say the order's size
+    _check_same_order(row, order)
+    _check_not_final(row, "filled")
+    with localcontext(MONEY_CONTEXT):
+        filled_amount = row.filled_amount + volume
+        filled_quote = row.filled_quote + price * volume
+        fees = row.fees + fee
+    if row.amount is not None and filled_amount > row.amount:
+        raise Refused(f"The fill of {volume} takes order {row.order_id} beyond its amount {row.amount}.",
+                      code="FILL_EXCEEDS_ORDER", details={"order_id": row.order_id, "filled": row.filled_amount})
+    done = row.amount is not None and filled_amount == row.amount
+    return replace(row, filled_amount=filled_amount, filled_quote=filled_quote, fees=fees,
+                   status=OrderStatus.filled if done else OrderStatus.partially_filled)
+
+
+def to_hold(row: OrderRow) -> Decimal:
+    """What the order should hold for what is left of it: price * rest for a buy, the rest for a sell; 0 when it
+    cannot be known (a market buy has no price, an order without an amount no rest)."""
+    if row.amount is None:
+        return Decimal(0)
+    with localcontext(MONEY_CONTEXT):
+        rest = row.amount - row.filled_amount
+        if row.side == OrderSide.sell:
+            return rest
+        return round_debit(row.price * rest) if row.price is not None else Decimal(0)
+
+
+# --- rows
+
+
+_COLUMNS = ("id", "user_id", "exchange_id", "order_id", "base_sub_account_id", "quote_sub_account_id", "symbol",
+            "side", "order_type", "status", "amount", "price", "filled_amount", "filled_quote", "fees", "source",
+            "placed_at", "info")
+
+
+def serialize(conn: sa.Connection, keys: set[OrderKey]) -> None:
+    """Takes a transaction-scoped advisory lock per order key, in one fixed order: two transactions that touch the
+    same order (a consumer's batch and a re-drive) queue, even while the order has no row yet to lock."""
+    if keys:
+        conn.execute(sa.text(
+            "SELECT pg_advisory_xact_lock(h) FROM (SELECT hashtextextended(k, 727276) AS h "
+            "FROM unnest(:keys) AS k ORDER BY h) AS ordered").bindparams(sa.bindparam("keys", type_=ARRAY(sa.Text))),
+            {"keys": sorted({"/".join(map(str, key)) for key in keys})})
+
+
+def lock_for(conn: sa.Connection, keys: set[OrderKey]) -> dict[OrderKey, OrderRow]:
+    if not keys:
+        return {}
+    c = orders.c
+    rows = conn.execute(sa.select(*(c[name] for name in _COLUMNS))
+                        .where(sa.tuple_(c.user_id, c.exchange_id, c.order_id).in_(sorted(keys))).with_for_update())
+    found = {}
+    for row in rows:
+        values = dict(row._mapping)
+        values.update(side=OrderSide(values["side"]), status=OrderStatus(values["status"]))
+        found[(row.user_id, row.exchange_id, row.order_id)] = OrderRow(**values)
+    return found
+
+
+def write(conn: sa.Connection, changed: list[OrderRow], when: dt.datetime) -> None:
+    """Inserts the new orders and brings the others to their planned state, in one statement."""
+    rows = [{name: getattr(row, name) for name in _COLUMNS} | {"created_at": when, "updated_at": when}
+            for row in changed]
+    for row in rows:
+        row["side"], row["status"] = row["side"].value, row["status"].value
+    kept = [name for name in _COLUMNS if name not in ("id", "user_id", "exchange_id", "order_id")]
+    bulk.insert(conn, orders, rows, suffix="ON CONFLICT (user_id, exchange_id, order_id) DO UPDATE SET "
+                + ", ".join(f'"{name}" = EXCLUDED."{name}"' for name in [*kept, "updated_at"]))
+
+
+def write_fills(conn: sa.Connection, fills: list[dict]) -> None:
+    bulk.insert(conn, order_fills, fills)
+
+
+def fill_seen(conn: sa.Connection, order_refs: set[uuid.UUID]) -> set[tuple[uuid.UUID, str]]:
+    """(order id, trade id) of the fills these orders have had: a trade fills its order once."""
+    if not order_refs:
+        return set()
+    return {tuple(row) for row in conn.execute(sa.select(order_fills.c.order_ref, order_fills.c.trade_id)
+                                                .where(order_fills.c.order_ref.in_(order_refs)))}
+
+
+# --- reads
+
+_held = (sa.select(sa.func.coalesce(sa.func.sum(holds.c.remaining), 0))
+         .where(holds.c.user_id == orders.c.user_id, holds.c.exchange_id == orders.c.exchange_id,
+                holds.c.order_id == orders.c.order_id, holds.c.status == "open").scalar_subquery())
+_fill_transactions = (sa.select(sa.func.coalesce(sa.func.array_agg(sa.literal_column("t.id")), sa.text("'{}'")))
+                      .select_from(order_fills.join(
+                          sa.func.unnest(order_fills.c.transaction_ids).table_valued("id").alias("t"), sa.true()))
+                      .where(order_fills.c.order_ref == orders.c.id).scalar_subquery())
+PUBLIC_COLUMNS = [
+    *(orders.c[name] for name in ("id", "order_id", "user_id", "exchange_id", "base_sub_account_id",
+                                  "quote_sub_account_id", "symbol", "side", "order_type", "status", "amount",
+                                  "filled_amount", "price", "fees", "source", "created_at", "updated_at")),
+    sa.case((orders.c.filled_amount > 0, sa.func.round(orders.c.filled_quote / orders.c.filled_amount, 18)))
+    .label("average_price"),
+    _held.label("held_amount"), _fill_transactions.label("transaction_ids"),
+]
+
+
+def get(conn: sa.Connection, caller: Caller, order_id) -> dict:
+    row = conn.execute(sa.select(*PUBLIC_COLUMNS).where(orders.c.id == order_id, readable_by(orders, caller))
+                       ).mappings().first()
+    if row is None:
+        raise NotFound("Order not found.")
+    return dict(row)
+
+
+def list_page(conn: sa.Connection, caller: Caller, *, limit: int, cursor: str | None, user_id=None,
+              exchange_id=None, sub_account_id=None, status=None, symbol=None, start_time=None,
+              end_time=None) -> tuple[list[dict], str | None]:
+    c = orders.c
+    query = sa.select(*PUBLIC_COLUMNS).where(readable_by(orders, caller, user_id))
+    for column, value in ((c.exchange_id, exchange_id), (c.status, status), (c.symbol, symbol)):
+        if value is not None:
+            query = query.where(column == value)
+    if sub_account_id is not None:
+        query = query.where(sa.or_(c.base_sub_account_id == sub_account_id, c.quote_sub_account_id == sub_account_id))
+    query = pagination.in_range(query, c.created_at, start_time, end_time)
+    return pagination.page(conn, query, c.created_at, c.id, limit, cursor)
+
