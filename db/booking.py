@@ -49,14 +49,27 @@ class Book:
     owners: dict[uuid.UUID, uuid.UUID]  # exchange id -> its user
     orders: dict[OrderKey, OrderRow] = field(default_factory=dict)
     holds: dict[uuid.UUID, Hold] = field(default_factory=dict)
-    fills_seen: set[tuple[uuid.UUID, str]] = field(default_factory=set)  # (order id, trade id)
     originals: dict[uuid.UUID, tuple[reversals.Original, ...]] = field(default_factory=dict)  # what reversals name
 
+    def __post_init__(self):
+        self._of_order: dict[OrderKey, list[uuid.UUID]] = {}  # an order's holds, one per sub-account
+        for hold in self.holds.values():
+            self._index(hold)
+
+    def _index(self, hold: Hold) -> None:
+        if hold.key is not None and hold.id not in self._of_order.setdefault(hold.key, []):
+            self._of_order[hold.key].append(hold.id)
+
+    def put(self, hold: Hold) -> None:
+        self.holds[hold.id] = hold
+        self._index(hold)
+
     def hold_of(self, key: OrderKey, account_id: uuid.UUID) -> Hold | None:
-        return next((h for h in self.holds.values() if h.key == key and h.sub_account_id == account_id), None)
+        return next((self.holds[i] for i in self._of_order.get(key, ()) if self.holds[i].sub_account_id == account_id),
+                    None)
 
     def open_holds(self, key: OrderKey) -> list[Hold]:
-        return [h for h in self.holds.values() if h.key == key and h.is_open]
+        return [self.holds[i] for i in self._of_order.get(key, ()) if self.holds[i].is_open]
 
 
 @dataclass
@@ -65,7 +78,7 @@ class Plan:
     legs: list[tuple[Leg, Decimal]] = field(default_factory=list)  # each leg with its closing balance
     holds: dict[uuid.UUID, Hold] = field(default_factory=dict)  # the holds it opens or changes
     orders: dict[OrderKey, OrderRow] = field(default_factory=dict)
-    fill: dict | None = None  # the order fill it records
+    filled: OrderKey | None = None  # the order a fill moved on, which records the transactions it books
     info: dict = field(default_factory=dict)
     drift: Decimal = Decimal(0)
     bot: BotSeen | None = None
@@ -84,7 +97,7 @@ def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
     found_holds = holds.lock_for(conn, keys=keys, orderless_on=_orderless_releases(entries), ids={
         entry.command.hold_id for entry in entries if isinstance(entry.command, HoldExpiry)})
     state = Book(dict(accounts), _exchange_owners(conn, entries), found_orders, found_holds,
-                 orders.fill_seen(conn, {row.id for row in found_orders.values()}), originals)
+                 originals)
 
     plans: list[Plan | DomainError] = []
     for entry in entries:
@@ -98,7 +111,7 @@ def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
     when = ledger.write_balances(conn, accounts, state.accounts)
 
     outcomes: list[Outcome] = []
-    transactions, logs, fills, links = [], [], [], []
+    transactions, logs, links = [], [], []
     changed_orders: dict[OrderKey, OrderRow] = {}
     changed_holds: dict[uuid.UUID, Hold] = {}
     for i, (entry, plan) in enumerate(zip(entries, plans)):
@@ -114,9 +127,9 @@ def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
         transactions += moved
         links += zip(plan.reverses, moved)
         logs += [log] if log else []
-        if plan.fill:
-            fills.append({**plan.fill, "trading_log_id": log_id, "transaction_ids": [t["id"] for t in moved],
-                          "created_at": at})
+        if plan.filled:
+            row = state.orders[plan.filled]
+            state.orders[plan.filled] = replace(row, transaction_ids=(*row.transaction_ids, *(t["id"] for t in moved)))
         changed_orders.update({key: state.orders[key] for key in plan.orders})
         changed_holds.update({hold_id: state.holds[hold_id] for hold_id in plan.holds})
         if plan.bot:
@@ -125,7 +138,6 @@ def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
     ledger.write_transactions(conn, transactions)
     trading_logs.insert(conn, logs)
     orders.write(conn, list(changed_orders.values()), when)
-    orders.write_fills(conn, fills)
     holds.write(conn, list(changed_holds.values()), when)
     reversals.write(conn, links)
     return outcomes
@@ -149,10 +161,8 @@ def _apply(state: Book, plan: Plan) -> None:
         with localcontext(legs.MONEY_CONTEXT):
             locked = account.locked + hold.held - (before.held if before else 0)
         state.accounts[hold.sub_account_id] = replace(account, locked=locked)
-        state.holds[hold.id] = hold
+        state.put(hold)
     state.orders.update(plan.orders)
-    if plan.fill:
-        state.fills_seen.add((plan.fill["order_ref"], plan.fill["trade_id"]))
 
 
 def _exchange_owners(conn: sa.Connection, entries: list[Entry]) -> dict[uuid.UUID, uuid.UUID]:
@@ -292,11 +302,7 @@ def _plan_fill(state: Book, user: uuid.UUID, trade: Trade, plan: Plan) -> None:
     """The fill's order moves on; its hold gives the fill's held part (the fee comes from what is available)."""
     order = trade.fill.order
     key = orders.key_of(user, order)
-    before = state.orders.get(key)
-    if before is not None and (before.id, trade.fill.trade_id) in state.fills_seen:
-        raise Conflict(f"Trade {trade.fill.trade_id} filled order {order.order_id} already.", code="FILL_REPEATED",
-                       details={"order_id": order.order_id, "trade_id": trade.fill.trade_id})
-    row = orders.filled(before, user, order, trade.volume, trade.price, trade.fee)
+    row = orders.filled(state.orders.get(key), user, order, trade.fill.trade_id, trade.volume, trade.price, trade.fee)
     hold = state.hold_of(key, row.held_sub_account_id)
     if hold is not None and hold.is_open:
         with localcontext(legs.MONEY_CONTEXT):
@@ -308,8 +314,7 @@ def _plan_fill(state: Book, user: uuid.UUID, trade: Trade, plan: Plan) -> None:
             if current.is_open:
                 plan.holds[each.id] = holds.released(current)
     plan.orders[key] = row
-    plan.fill = {"id": uuid.uuid4(), "order_ref": row.id, "trade_id": trade.fill.trade_id, "volume": trade.volume,
-                 "price": trade.price, "fee": trade.fee, "info": {}}
+    plan.filled = key
 
 
 def _plan_lock_change(state: Book, user: uuid.UUID, change: LockChange, plan: Plan) -> None:

@@ -36,7 +36,12 @@ def _as_text(value, cast: str):
         return None
     if cast == "jsonb":
         return json.dumps(value)
-    return "{" + ",".join(map(str, value)) + "}"  # a uuid[] or text[] of plain tokens
+    return "{" + ",".join(_array_element(str(element)) for element in value) + "}"
+
+
+def _array_element(text: str) -> str:
+    """An element of a PostgreSQL array literal, quoted so that commas, braces, quotes and spaces are kept."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def insert(conn: sa.Connection, table: sa.Table, rows: list[dict], *, suffix: str = "") -> sa.CursorResult | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal, localcontext
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from db import bulk, pagination
 from db.access import Caller, readable_by
@@ -23,7 +23,7 @@ from db.commands import Order, OrderChange
 from db.errors import Conflict, NotFound, Refused
 from db.holds import OrderKey
 from db.legs import MONEY_CONTEXT, round_debit
-from db.schema import holds, order_fills, orders
+from db.schema import holds, orders
 from generated.models import OrderSide, OrderStatus
 
 FINAL = frozenset({OrderStatus.filled, OrderStatus.cancelled, OrderStatus.failed})
@@ -48,6 +48,8 @@ class OrderRow:
     fees: Decimal
     source: str
     placed_at: dt.datetime | None
+    trade_ids: tuple[str, ...] = ()  # the trades that filled it: each fills it once
+    transaction_ids: tuple[uuid.UUID, ...] = ()  # what its fills booked, in order
     info: dict = field(default_factory=dict)
 
     @property
@@ -110,12 +112,15 @@ def ended(row: OrderRow | None, user_id: uuid.UUID, change: OrderChange) -> Orde
     return replace(row, status=OrderStatus(change.change))
 
 
-def filled(row: OrderRow | None, user_id: uuid.UUID, order: Order, volume: Decimal, price: Decimal,
+def filled(row: OrderRow | None, user_id: uuid.UUID, order: Order, trade_id: str, volume: Decimal, price: Decimal,
            fee: Decimal) -> OrderRow:
-    """A fill of `volume` at `price`: partially filled, or filled once all of `amount` is."""
+    """Trade `trade_id` fills `volume` at `price`: partially filled, or filled once all of `amount` is."""
     row = row or replace(new(user_id, order), amount=None)  # a fill's event does not say the order's size
     _check_same_order(row, order)
     _check_not_final(row, "filled")
+    if trade_id in row.trade_ids:
+        raise Conflict(f"Trade {trade_id} filled order {row.order_id} already.", code="FILL_REPEATED",
+                       details={"order_id": row.order_id, "trade_id": trade_id})
     with localcontext(MONEY_CONTEXT):
         filled_amount = row.filled_amount + volume
         filled_quote = row.filled_quote + price * volume
@@ -125,6 +130,7 @@ def filled(row: OrderRow | None, user_id: uuid.UUID, order: Order, volume: Decim
                       code="FILL_EXCEEDS_ORDER", details={"order_id": row.order_id, "filled": row.filled_amount})
     done = row.amount is not None and filled_amount == row.amount
     return replace(row, filled_amount=filled_amount, filled_quote=filled_quote, fees=fees,
+                   trade_ids=(*row.trade_ids, trade_id),
                    status=OrderStatus.filled if done else OrderStatus.partially_filled)
 
 
@@ -145,7 +151,7 @@ def to_hold(row: OrderRow) -> Decimal:
 
 _COLUMNS = ("id", "user_id", "exchange_id", "order_id", "base_sub_account_id", "quote_sub_account_id", "symbol",
             "side", "order_type", "status", "amount", "price", "filled_amount", "filled_quote", "fees", "source",
-            "placed_at", "info")
+            "placed_at", "trade_ids", "transaction_ids", "info")
 
 
 def serialize(conn: sa.Connection, keys: set[OrderKey]) -> None:
@@ -167,7 +173,8 @@ def lock_for(conn: sa.Connection, keys: set[OrderKey]) -> dict[OrderKey, OrderRo
     found = {}
     for row in rows:
         values = dict(row._mapping)
-        values.update(side=OrderSide(values["side"]), status=OrderStatus(values["status"]))
+        values.update(side=OrderSide(values["side"]), status=OrderStatus(values["status"]),
+                      trade_ids=tuple(values["trade_ids"]), transaction_ids=tuple(values["transaction_ids"]))
         found[(row.user_id, row.exchange_id, row.order_id)] = OrderRow(**values)
     return found
 
@@ -178,21 +185,10 @@ def write(conn: sa.Connection, changed: list[OrderRow], when: dt.datetime) -> No
             for row in changed]
     for row in rows:
         row["side"], row["status"] = row["side"].value, row["status"].value
+        row["trade_ids"], row["transaction_ids"] = list(row["trade_ids"]), list(row["transaction_ids"])
     kept = [name for name in _COLUMNS if name not in ("id", "user_id", "exchange_id", "order_id")]
     bulk.insert(conn, orders, rows, suffix="ON CONFLICT (user_id, exchange_id, order_id) DO UPDATE SET "
                 + ", ".join(f'"{name}" = EXCLUDED."{name}"' for name in [*kept, "updated_at"]))
-
-
-def write_fills(conn: sa.Connection, fills: list[dict]) -> None:
-    bulk.insert(conn, order_fills, fills)
-
-
-def fill_seen(conn: sa.Connection, order_refs: set[uuid.UUID]) -> set[tuple[uuid.UUID, str]]:
-    """(order id, trade id) of the fills these orders have had: a trade fills its order once."""
-    if not order_refs:
-        return set()
-    return {tuple(row) for row in conn.execute(sa.select(order_fills.c.order_ref, order_fills.c.trade_id)
-                                                .where(order_fills.c.order_ref.in_(order_refs)))}
 
 
 # --- reads
@@ -200,16 +196,14 @@ def fill_seen(conn: sa.Connection, order_refs: set[uuid.UUID]) -> set[tuple[uuid
 _held = (sa.select(sa.func.coalesce(sa.func.sum(holds.c.remaining), 0))
          .where(holds.c.user_id == orders.c.user_id, holds.c.exchange_id == orders.c.exchange_id,
                 holds.c.order_id == orders.c.order_id, holds.c.status == "open").scalar_subquery())
-_fill_transactions = sa.literal_column(
-    "(SELECT coalesce(array_agg(t ORDER BY f.created_at), '{}') FROM order_fills AS f, unnest(f.transaction_ids) AS t "
-    "WHERE f.order_ref = orders.id)", type_=ARRAY(UUID(as_uuid=True)))
 PUBLIC_COLUMNS = [
     *(orders.c[name] for name in ("id", "order_id", "user_id", "exchange_id", "base_sub_account_id",
                                   "quote_sub_account_id", "symbol", "side", "order_type", "status", "amount",
-                                  "filled_amount", "price", "fees", "source", "created_at", "updated_at")),
+                                  "filled_amount", "price", "fees", "source", "created_at", "updated_at",
+                                  "transaction_ids")),
     sa.case((orders.c.filled_amount > 0, sa.func.round(orders.c.filled_quote / orders.c.filled_amount, 18)))
     .label("average_price"),
-    _held.label("held_amount"), _fill_transactions.label("transaction_ids"),
+    _held.label("held_amount"),
 ]
 
 

@@ -277,6 +277,9 @@ orders = sa.Table(
     sa.Column("fees", MONEY, nullable=False, server_default="0"),
     sa.Column("source", sa.Text, nullable=False),
     sa.Column("placed_at", sa.DateTime(timezone=True)),  # the bot's `orders.created` time; null until it arrives
+    # Its fills, on the order's own row: the trades (a trade fills its order once) and the transactions they booked.
+    sa.Column("trade_ids", ARRAY(sa.Text), nullable=False, server_default=sa.text("'{}'")),
+    sa.Column("transaction_ids", ARRAY(UUID(as_uuid=True)), nullable=False, server_default=sa.text("'{}'")),
     _info(),
     *_timestamps(),
     sa.CheckConstraint("side IN ('buy', 'sell')", name="side"),
@@ -286,24 +289,6 @@ orders = sa.Table(
     sa.Index("ix_orders_user_id_created_at", "user_id", "created_at"),
     sa.Index("ix_orders_created_at_id", "created_at", "id"),
     _gin_info("orders"),
-)
-
-# Each fill of an order: the trade it booked (its trading log and transactions).
-order_fills = sa.Table(
-    "order_fills",
-    metadata,
-    _id(),
-    sa.Column("order_ref", UUID(as_uuid=True), sa.ForeignKey("orders.id"), nullable=False),
-    sa.Column("trade_id", sa.Text, nullable=False),
-    sa.Column("volume", MONEY, nullable=False),
-    sa.Column("price", MONEY, nullable=False),
-    sa.Column("fee", MONEY, nullable=False),
-    sa.Column("trading_log_id", UUID(as_uuid=True), nullable=False),
-    sa.Column("transaction_ids", ARRAY(UUID(as_uuid=True)), nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
-    _info(),
-    sa.UniqueConstraint("order_ref", "trade_id"),  # a trade fills its order once
-    _gin_info("order_fills"),
 )
 
 # Part of a sub-account's balance reserved for an order (or, without one, until `expires_at`): `locked` is the sum

@@ -1,4 +1,4 @@
-"""orders, holds, order fills and reversals
+"""orders (with their fills), holds and reversals
 
 Revision ID: 0006
 Revises: 0005
@@ -44,6 +44,8 @@ def upgrade() -> None:
     sa.Column('fees', sa.Numeric(precision=38, scale=18), server_default='0', nullable=False),
     sa.Column('source', sa.Text(), nullable=False),
     sa.Column('placed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('trade_ids', postgresql.ARRAY(sa.Text()), server_default=sa.text("'{}'"), nullable=False),
+    sa.Column('transaction_ids', postgresql.ARRAY(sa.UUID()), server_default=sa.text("'{}'"), nullable=False),
     sa.Column('info', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
@@ -84,22 +86,6 @@ def upgrade() -> None:
     op.create_index('ix_holds_info', 'holds', ['info'], unique=False, postgresql_using='gin')
     op.create_index('ix_holds_sub_account_id_open', 'holds', ['sub_account_id'], unique=False, postgresql_where=sa.text("status = 'open'"))
     op.create_index('uq_holds_order', 'holds', ['user_id', 'exchange_id', 'order_id', 'sub_account_id'], unique=True, postgresql_where=sa.text('order_id IS NOT NULL'))
-    op.create_table('order_fills',
-    sa.Column('id', sa.UUID(), server_default=sa.text('gen_random_uuid()'), nullable=False),
-    sa.Column('order_ref', sa.UUID(), nullable=False),
-    sa.Column('trade_id', sa.Text(), nullable=False),
-    sa.Column('volume', sa.Numeric(precision=38, scale=18), nullable=False),
-    sa.Column('price', sa.Numeric(precision=38, scale=18), nullable=False),
-    sa.Column('fee', sa.Numeric(precision=38, scale=18), nullable=False),
-    sa.Column('trading_log_id', sa.UUID(), nullable=False),
-    sa.Column('transaction_ids', postgresql.ARRAY(sa.UUID()), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.Column('info', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False),
-    sa.ForeignKeyConstraint(['order_ref'], ['orders.id'], name=op.f('fk_order_fills_order_ref_orders')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_order_fills')),
-    sa.UniqueConstraint('order_ref', 'trade_id', name=op.f('uq_order_fills_order_ref_trade_id'))
-    )
-    op.create_index('ix_order_fills_info', 'order_fills', ['info'], unique=False, postgresql_using='gin')
     op.create_index('ix_reversals_info', 'reversals', ['info'], unique=False, postgresql_using='gin')
     op.execute(
         "INSERT INTO holds (user_id, exchange_id, sub_account_id, amount, remaining, info) "
@@ -109,8 +95,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index('ix_reversals_info', table_name='reversals', postgresql_using='gin')
-    op.drop_index('ix_order_fills_info', table_name='order_fills', postgresql_using='gin')
-    op.drop_table('order_fills')
     op.drop_index('uq_holds_order', table_name='holds', postgresql_where=sa.text('order_id IS NOT NULL'))
     op.drop_index('ix_holds_sub_account_id_open', table_name='holds', postgresql_where=sa.text("status = 'open'"))
     op.drop_index('ix_holds_info', table_name='holds', postgresql_using='gin')
