@@ -112,6 +112,7 @@ def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
 
     outcomes: list[Outcome] = []
     transactions, logs, links = [], [], []
+    fill_transactions: dict[OrderKey, list[uuid.UUID]] = {}  # per order, what its fills in this batch booked
     changed_orders: dict[OrderKey, OrderRow] = {}
     changed_holds: dict[uuid.UUID, Hold] = {}
     for i, (entry, plan) in enumerate(zip(entries, plans)):
@@ -128,8 +129,7 @@ def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
         links += zip(plan.reverses, moved)
         logs += [log] if log else []
         if plan.filled:
-            row = state.orders[plan.filled]
-            state.orders[plan.filled] = replace(row, transaction_ids=(*row.transaction_ids, *(t["id"] for t in moved)))
+            fill_transactions.setdefault(plan.filled, []).extend(t["id"] for t in moved)
         changed_orders.update({key: state.orders[key] for key in plan.orders})
         changed_holds.update({hold_id: state.holds[hold_id] for hold_id in plan.holds})
         if plan.bot:
@@ -137,7 +137,8 @@ def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
         outcomes.append(Booked(moved, log, plan.drift))
     ledger.write_transactions(conn, transactions)
     trading_logs.insert(conn, logs)
-    orders.write(conn, list(changed_orders.values()), when)
+    orders.write(conn, [replace(row, transaction_ids=(*row.transaction_ids, *fill_transactions[key]))
+                        if key in fill_transactions else row for key, row in changed_orders.items()], when)
     holds.write(conn, list(changed_holds.values()), when)
     reversals.write(conn, links)
     return outcomes

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal, localcontext
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 
 from db import bulk, pagination
 from db.access import Caller, readable_by
@@ -66,10 +66,10 @@ def key_of(user_id: uuid.UUID, order: Order) -> OrderKey:
     return user_id, order.exchange_id, order.order_id
 
 
-def new(user_id: uuid.UUID, order: Order) -> OrderRow:
+def new(user_id: uuid.UUID, order: Order, *, amount: Decimal | None, placed_at: dt.datetime | None) -> OrderRow:
     return OrderRow(uuid.uuid4(), user_id, order.exchange_id, order.order_id, order.base_sub_account_id,
                     order.quote_sub_account_id, order.symbol, order.side, order.order_type.value, OrderStatus.open,
-                    order.amount, order.price, Decimal(0), Decimal(0), Decimal(0), order.source, None)
+                    amount, order.price, Decimal(0), Decimal(0), Decimal(0), order.source, placed_at)
 
 
 def _check_same_order(row: OrderRow, order: Order) -> None:
@@ -89,7 +89,7 @@ def placed(row: OrderRow | None, user_id: uuid.UUID, change: OrderChange) -> Ord
     """`orders.created`: the order is open (or, if fills came first, it learns its size)."""
     order = change.order
     if row is None:
-        return replace(new(user_id, order), placed_at=change.at)
+        return new(user_id, order, amount=order.amount, placed_at=change.at)
     _check_same_order(row, order)
     _check_not_final(row, "placed again")
     if row.placed_at is not None:
@@ -106,7 +106,7 @@ def placed(row: OrderRow | None, user_id: uuid.UUID, change: OrderChange) -> Ord
 
 def ended(row: OrderRow | None, user_id: uuid.UUID, change: OrderChange) -> OrderRow:
     """`orders.cancelled` / `orders.failed`: the order ends unfilled (an unknown order is recorded ended)."""
-    row = row or new(user_id, change.order)
+    row = row or new(user_id, change.order, amount=change.order.amount, placed_at=None)
     _check_same_order(row, change.order)
     _check_not_final(row, change.change)
     return replace(row, status=OrderStatus(change.change))
@@ -115,7 +115,7 @@ def ended(row: OrderRow | None, user_id: uuid.UUID, change: OrderChange) -> Orde
 def filled(row: OrderRow | None, user_id: uuid.UUID, order: Order, trade_id: str, volume: Decimal, price: Decimal,
            fee: Decimal) -> OrderRow:
     """Trade `trade_id` fills `volume` at `price`: partially filled, or filled once all of `amount` is."""
-    row = row or replace(new(user_id, order), amount=None)  # a fill's event does not say the order's size
+    row = row or new(user_id, order, amount=None, placed_at=None)  # a fill's event does not say the order's size
     _check_same_order(row, order)
     _check_not_final(row, "filled")
     if trade_id in row.trade_ids:
@@ -154,6 +154,16 @@ _COLUMNS = ("id", "user_id", "exchange_id", "order_id", "base_sub_account_id", "
             "placed_at", "trade_ids", "transaction_ids", "info")
 
 
+def keys_table(keys: set[OrderKey]) -> list:
+    """The order keys as three unnested arrays (a join on them is planned like one on a table, unlike a long IN
+    list of tuples)."""
+    users, exchanges, order_ids = zip(*sorted(keys))
+    return [sa.func.unnest(sa.bindparam("k_users", list(users), type_=ARRAY(UUID(as_uuid=True)))).label("user_id"),
+            sa.func.unnest(sa.bindparam("k_exchanges", list(exchanges), type_=ARRAY(UUID(as_uuid=True))))
+            .label("exchange_id"),
+            sa.func.unnest(sa.bindparam("k_orders", list(order_ids), type_=ARRAY(sa.Text))).label("order_id")]
+
+
 def serialize(conn: sa.Connection, keys: set[OrderKey]) -> None:
     """Takes a transaction-scoped advisory lock per order key, in one fixed order: two transactions that touch the
     same order (a consumer's batch and a re-drive) queue, even while the order has no row yet to lock."""
@@ -168,8 +178,10 @@ def lock_for(conn: sa.Connection, keys: set[OrderKey]) -> dict[OrderKey, OrderRo
     if not keys:
         return {}
     c = orders.c
-    rows = conn.execute(sa.select(*(c[name] for name in _COLUMNS))
-                        .where(sa.tuple_(c.user_id, c.exchange_id, c.order_id).in_(sorted(keys))).with_for_update())
+    wanted = sa.select(*keys_table(keys)).subquery("wanted")
+    rows = conn.execute(sa.select(*(c[name] for name in _COLUMNS)).join_from(orders, wanted, sa.and_(
+        c.user_id == wanted.c.user_id, c.exchange_id == wanted.c.exchange_id, c.order_id == wanted.c.order_id))
+        .with_for_update(of=orders))
     found = {}
     for row in rows:
         values = dict(row._mapping)
