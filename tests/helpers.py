@@ -36,8 +36,8 @@ def trade(api, exchange_id, kind, base_id, quote_id, volume, price, fee="0", **e
                   "price": price, "fee": fee, **extra}})
 
 
-def call_as_each(case, tokens, **kwargs) -> None:
-    """Calls a Schemathesis case with every token and validates it with every check.
+def call_as_each(case, tokens, **kwargs) -> list:
+    """Calls a Schemathesis case with every token, validates it with every check, and returns the responses.
 
     A generated cursor is schema-valid but was never issued by the service, a generated login `redirect_uri`
     is schema-valid but not on the deployment's allow-list (configuration, which no schema can state), and a
@@ -51,7 +51,6 @@ def call_as_each(case, tokens, **kwargs) -> None:
     replay = case.operation.path == "/v1/events/replay"
     excluded = [positive_data_acceptance] if "cursor" in (case.query or {}) or off_allow_list or replay else []
     if case.operation.schema.is_security_param_negated(case):
-        case.call_and_validate(excluded_checks=excluded, **kwargs)
-        return
-    for token in tokens:
-        case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, excluded_checks=excluded, **kwargs)
+        return [case.call_and_validate(excluded_checks=excluded, **kwargs)]
+    return [case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, excluded_checks=excluded, **kwargs)
+            for token in tokens]
