@@ -115,6 +115,14 @@ def _midnight(day: dt.date) -> dt.datetime:
 
 def window(bucket: str, start_time: str | None, end_time: str | None, now: dt.datetime) -> tuple[dt.date, dt.date]:
     """[start, end) as whole buckets (UTC days; weeks from Monday; calendar months)."""
+    try:
+        return _window(bucket, start_time, end_time, now)
+    except OverflowError:  # a range that reaches past the dates this service handles once widened to buckets
+        raise Invalid("The range reaches beyond the dates this service handles.",
+                      details=[field_error("query/end_time", "out of range")]) from None
+
+
+def _window(bucket: str, start_time: str | None, end_time: str | None, now: dt.datetime) -> tuple[dt.date, dt.date]:
     end = pagination.query_time("end_time", end_time) or now
     start = pagination.query_time("start_time", start_time)
     end = end.astimezone(dt.timezone.utc)

@@ -173,3 +173,4 @@ def test_a_pnl_range_the_wrong_way_round_or_too_long_is_a_400(api):
     expect_error(api.get("/v1/portfolio/pnl?start_time=2026-02-01T00:00:00Z&end_time=2026-01-01T00:00:00Z"), 400)
     expect_error(api.get("/v1/portfolio/pnl?start_time=2000-01-01T00:00:00Z&end_time=2026-01-01T00:00:00Z"), 400)
     expect_error(api.get("/v1/portfolio/pnl?start_time=2026-01-01T00:00:00"), 400)  # no UTC offset
+    expect_error(api.get("/v1/portfolio/pnl?end_time=0001-01-02T00:00:00Z"), 400)  # 30 days before year 1
