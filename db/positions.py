@@ -58,7 +58,7 @@ class Changes:
 
 
 def _base_leg(rows: list[dict], symbols: dict[uuid.UUID, str]) -> dict | None:
-    return next((row for row in rows if row["reason"] in TRADE_REASONS
+    return next((row for row in rows if row["reason"] in TRADE_REASONS and row["price"] is not None
                  and symbols.get(row["sub_account_id"]) != row["quote_symbol"]), None)
 
 
@@ -259,6 +259,8 @@ def rebuild(conn: sa.Connection, chunk: int = 10000) -> None:
         "reverses_transaction_id, coalesce(l.info ->> 'bot', l.source) AS source "
         "FROM transactions t LEFT JOIN reversals r ON r.reversed_by = t.id "
         "LEFT JOIN trading_logs l ON l.id = t.trading_log_id AND l.timestamp = t.timestamp "
+        # only the sub-accounts that took part in a priced trade can hold or pay for a position
+        "WHERE t.sub_account_id IN (SELECT DISTINCT sub_account_id FROM transactions WHERE price IS NOT NULL) "
         "ORDER BY t.timestamp, t.trading_log_id, t.id").execution_options(stream_results=True, yield_per=chunk)
     ).mappings()
     reversed_ids = set(conn.execute(sa.text("SELECT transaction_id FROM reversals")).scalars())
