@@ -3,6 +3,7 @@
 from decimal import Decimal as D
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from db import cost_basis
 from db.cost_basis import Position
@@ -94,3 +95,27 @@ def test_unrealized_pnl_of_the_worked_example_at_the_last_price_is_494():
 def test_a_reversal_does_not_move_the_pairs_last_price():
     steps = [buy("1", "100"), buy("1", "120")]
     assert run(steps, reverse=1).last_price == D(120)
+
+_amounts = st.integers(min_value=1, max_value=10 ** 6).map(lambda n: D(n) / 1000)
+_steps = st.lists(st.tuples(st.sampled_from(["buy", "sell", "in", "out"]), _amounts, _amounts, _amounts), max_size=30)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(_steps, st.randoms(use_true_random=False))
+def test_undoing_every_effect_in_any_order_returns_exactly_to_nothing(steps, rng):
+    position, effects = Position(), []
+    for kind, volume, price, fee in steps:
+        if kind in ("sell", "out"):
+            volume = min(volume, position.quantity)
+            if volume <= 0:
+                continue
+        step = {"buy": buy(str(volume), str(price), str(fee)), "sell": sell(str(volume), str(price), "0"),
+                "in": transfer(str(volume)), "out": transfer(str(-volume))}[kind]
+        effect = step(position)
+        effects.append(effect)
+        position = position.apply(effect)
+    assert position.realized_pnl == sum((e.realized_pnl for e in effects), D(0))
+    rng.shuffle(effects)
+    for effect in effects:
+        position = position.apply(effect.undone())
+    assert (position.quantity, position.cost, position.realized_pnl, position.fees, position.trades) == (0, 0, 0, 0, 0)
