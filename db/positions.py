@@ -16,7 +16,7 @@ per-source rows of the whole batch. The rules themselves are db/cost_basis.py.
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 
 import sqlalchemy as sa
@@ -88,58 +88,57 @@ def plan(groups: list[Group], symbols: dict[uuid.UUID, str], held: dict[uuid.UUI
     """The effects of the booked groups on the positions `held` (pure). `symbols` gives each sub-account's asset;
     `recorded` the effects of the legs that reversing legs reverse."""
     changes = Changes(held=held)
-    for group in groups:
-        base = _base_leg(group.rows, symbols)
-        for row in group.rows:
-            account_id = row["sub_account_id"]
-            current = changes.held.get(account_id)
-            source = group.source
-            if row is base:
-                if current is None:
-                    with localcontext(MONEY_CONTEXT):
-                        before = row["closing_balance"] - _delta(row)
-                    current = Held(account_id, row["user_id"], row["exchange_id"],
-                                   f"{symbols[account_id]}/{row['quote_symbol']}", row["quote_symbol"],
-                                   Position(quantity=before))
-                quote = next((r for r in group.rows if r is not row and r["reason"] == row["reason"]), None)
-                effect = trade_effect(current.position, row, quote)
-            elif current is None:
-                continue
-            elif (undone := recorded.get(row.get("reverses_transaction_id"))) is not None:
-                effect, source = undone[0].undone(), undone[1]
-            else:
-                effect, source = transfer(current.position, _delta(row)), None
-            current = replace(current, position=current.position.apply(effect))
-            if current.position.quantity != row["closing_balance"]:
-                raise RuntimeError(f"position drift on sub-account {account_id}")
-            changes.held[account_id] = current
-            changes.effects.append((row, effect, source))
-            _add_day(changes, row, current, effect)
-            if effect.trades and source is not None:
-                _add_source(changes, current, source, effect)
+    with localcontext(MONEY_CONTEXT):
+        for group in groups:
+            base = _base_leg(group.rows, symbols)
+            for row in group.rows:
+                account_id = row["sub_account_id"]
+                current = changes.held.get(account_id)
+                source = group.source
+                if row is base:
+                    if current is None:
+                        current = Held(account_id, row["user_id"], row["exchange_id"],
+                                       f"{symbols[account_id]}/{row['quote_symbol']}", row["quote_symbol"],
+                                       Position(quantity=row["closing_balance"] - _delta(row)))
+                        changes.held[account_id] = current
+                    quote = next((r for r in group.rows if r is not row and r["reason"] == row["reason"]), None)
+                    effect = trade_effect(current.position, row, quote)
+                elif current is None:
+                    continue
+                elif (undone := recorded.get(row.get("reverses_transaction_id"))) is not None:
+                    effect, source = undone[0].undone(), undone[1]
+                else:
+                    effect, source = transfer(current.position, _delta(row)), None
+                current.position = current.position.apply(effect)
+                if current.position.quantity != row["closing_balance"]:
+                    raise RuntimeError(f"position drift on sub-account {account_id}")
+                changes.effects.append((row, effect, source))
+                sums = (effect.realized_pnl, effect.fees, effect.volume, effect.trades, effect.wins, effect.losses)
+                day = _day(changes, row, current)
+                day["sums"] = [a + b for a, b in zip(day["sums"], sums)]
+                position = current.position
+                day.update(quantity=position.quantity, cost=position.cost,
+                           cumulative_realized_pnl=position.realized_pnl, last_price=position.last_price)
+                if effect.trades and source is not None:
+                    line = changes.sources.setdefault((account_id, source), {
+                        "sub_account_id": account_id, "source": source, "user_id": current.user_id,
+                        "quote_symbol": current.quote_symbol, "symbol": current.symbol, "sums": [0] * 6})
+                    line["sums"] = [a + b for a, b in zip(line["sums"], sums)]
+    for row in (*changes.days.values(), *changes.sources.values()):
+        row.update(zip(SUMS, row.pop("sums")))
     return changes
 
 
-def _add_day(changes: Changes, row: dict, held: Held, effect: Effect) -> None:
+SUMS = ("realized_pnl", "fees", "volume", "trades", "wins", "losses")
+
+
+def _day(changes: Changes, row: dict, held: Held) -> dict:
     key = (held.sub_account_id, row["timestamp"].astimezone(dt.timezone.utc).date())
-    day = changes.days.setdefault(key, {"sub_account_id": key[0], "day": key[1], "user_id": held.user_id,
-                                        "quote_symbol": held.quote_symbol, **{f: 0 for f in EFFECT_FIGURES[2:]}})
-    with localcontext(MONEY_CONTEXT):
-        for name in EFFECT_FIGURES[2:]:
-            day[name] += getattr(effect, name)
-    position = held.position
-    day.update(quantity=position.quantity, cost=position.cost, cumulative_realized_pnl=position.realized_pnl,
-               last_price=position.last_price)
-
-
-def _add_source(changes: Changes, held: Held, source: str, effect: Effect) -> None:
-    key = (held.sub_account_id, source)
-    row = changes.sources.setdefault(key, {"sub_account_id": key[0], "source": source, "user_id": held.user_id,
-                                           "quote_symbol": held.quote_symbol, "symbol": held.symbol,
-                                           **{f: 0 for f in EFFECT_FIGURES[2:]}})
-    with localcontext(MONEY_CONTEXT):
-        for name in EFFECT_FIGURES[2:]:
-            row[name] += getattr(effect, name)
+    day = changes.days.get(key)
+    if day is None:
+        day = changes.days[key] = {"sub_account_id": key[0], "day": key[1], "user_id": held.user_id,
+                                   "quote_symbol": held.quote_symbol, "sums": [0] * 6}
+    return day
 
 
 # --- the database side ---------------------------------------------------------------------------------------------
@@ -221,9 +220,20 @@ def write(conn: sa.Connection, changes: Changes, touched: set[uuid.UUID] | None 
     for prefix, columns, rows in (("e", _EFFECTS, effects), ("p", _POSITIONS, held),
                                   ("d", _DAYS, list(changes.days.values())),
                                   ("s", _SOURCES, list(changes.sources.values()))):
-        for name in columns:
-            params[f"{prefix}_{name}"] = [row[name] for row in rows]
+        for name, kind in columns.items():
+            params[f"{prefix}_{name}"] = _array_literal([row[name] for row in rows], kind)
     conn.exec_driver_sql(_WRITE, params)
+
+
+def _array_literal(values: list, kind: str) -> str:
+    """A PostgreSQL array literal, cast in SQL: one string per column is far cheaper to send than a list of
+    adapted values (the hook's cost is mostly the client's, not the server's)."""
+    if kind == "text":
+        return "{" + ",".join("NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                              for v in values) + "}"
+    if kind == "timestamptz":
+        return "{" + ",".join(f'"{v.isoformat()}"' for v in values) + "}"
+    return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
 
 
 def apply(conn: sa.Connection, entries, outcomes, accounts) -> None:
