@@ -451,6 +451,14 @@ balance_checkpoints = sa.Table(
 # Portfolio analytics (DESIGN §9, db/positions.py): written by the booking that changes them, in its transaction.
 WIDE = sa.Numeric(60, 18)  # sums of money (cost, PnL, fees, volume), which may pass NUMERIC(38,18)'s 20 digits
 
+
+def _figures(counts=sa.BigInteger) -> list[sa.Column]:
+    """What trades add up to: realized PnL, fees and traded volume in quote; trades, wins and losses."""
+    return [sa.Column("realized_pnl", WIDE, nullable=False), sa.Column("fees", WIDE, nullable=False),
+            sa.Column("volume", WIDE, nullable=False), sa.Column("trades", counts, nullable=False),
+            sa.Column("wins", counts, nullable=False), sa.Column("losses", counts, nullable=False)]
+
+
 positions = sa.Table(
     "positions",
     metadata,
@@ -461,12 +469,7 @@ positions = sa.Table(
     sa.Column("quote_symbol", sa.Text, nullable=False),
     sa.Column("quantity", MONEY, nullable=False),  # always the base sub-account's balance
     sa.Column("cost", WIDE, nullable=False),  # the quantity's cost basis in quote: average cost = cost / quantity
-    sa.Column("realized_pnl", WIDE, nullable=False),
-    sa.Column("fees", WIDE, nullable=False),
-    sa.Column("volume", WIDE, nullable=False),
-    sa.Column("trades", sa.BigInteger, nullable=False),
-    sa.Column("wins", sa.BigInteger, nullable=False),
-    sa.Column("losses", sa.BigInteger, nullable=False),
+    *_figures(),
     sa.Column("last_price", MONEY),
     _info(),
     *_timestamps(),
@@ -485,12 +488,7 @@ position_effects = sa.Table(
     sa.Column("source", sa.Text),  # a trade's: the bot, or the trading log's source
     sa.Column("quantity", MONEY, nullable=False),  # signed
     sa.Column("cost", WIDE, nullable=False),
-    sa.Column("realized_pnl", WIDE, nullable=False),
-    sa.Column("fees", WIDE, nullable=False),
-    sa.Column("volume", WIDE, nullable=False),
-    sa.Column("trades", sa.SmallInteger, nullable=False),
-    sa.Column("wins", sa.SmallInteger, nullable=False),
-    sa.Column("losses", sa.SmallInteger, nullable=False),
+    *_figures(sa.SmallInteger),
 )
 # Per position and UTC day: what that day's bookings added, and the position as the day left it.
 position_days = sa.Table(
@@ -500,12 +498,7 @@ position_days = sa.Table(
     sa.Column("day", sa.Date, nullable=False),
     sa.Column("user_id", UUID(as_uuid=True), nullable=False),
     sa.Column("quote_symbol", sa.Text, nullable=False),
-    sa.Column("realized_pnl", WIDE, nullable=False),
-    sa.Column("fees", WIDE, nullable=False),
-    sa.Column("volume", WIDE, nullable=False),
-    sa.Column("trades", sa.BigInteger, nullable=False),
-    sa.Column("wins", sa.BigInteger, nullable=False),
-    sa.Column("losses", sa.BigInteger, nullable=False),
+    *_figures(),
     sa.Column("quantity", MONEY, nullable=False),
     sa.Column("cost", WIDE, nullable=False),
     sa.Column("cumulative_realized_pnl", WIDE, nullable=False),
@@ -522,12 +515,7 @@ position_sources = sa.Table(
     sa.Column("user_id", UUID(as_uuid=True), nullable=False),
     sa.Column("quote_symbol", sa.Text, nullable=False),
     sa.Column("symbol", sa.Text, nullable=False),
-    sa.Column("trades", sa.BigInteger, nullable=False),
-    sa.Column("wins", sa.BigInteger, nullable=False),
-    sa.Column("losses", sa.BigInteger, nullable=False),
-    sa.Column("volume", WIDE, nullable=False),
-    sa.Column("realized_pnl", WIDE, nullable=False),
-    sa.Column("fees", WIDE, nullable=False),
+    *_figures(),
     sa.PrimaryKeyConstraint("sub_account_id", "source"),
     sa.Index("ix_position_sources_user_id_quote_symbol", "user_id", "quote_symbol"),
 )
