@@ -17,7 +17,7 @@ from decimal import Decimal, localcontext
 
 import sqlalchemy as sa
 
-from db import bots, holds, ledger, legs, orders, reversals, trading_logs
+from db import bots, holds, ledger, legs, orders, positions, reversals, trading_logs
 from db.commands import Adjustment, BotSeen, Entry, HoldExpiry, LockChange, OrderChange, Reversal, Trade, Transfer
 from db.errors import Conflict, DomainError, NotFound, Refused
 from db.holds import Hold, OrderKey
@@ -141,6 +141,7 @@ def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
                         if key in fill_transactions else row for key, row in changed_orders.items()], when)
     holds.write(conn, list(changed_holds.values()), when)
     reversals.write(conn, links)
+    positions.apply(conn, entries, outcomes, state.accounts)  # the portfolio's figures, from what was booked
     return outcomes
 
 

@@ -432,3 +432,75 @@ balance_checkpoints = sa.Table(
     sa.PrimaryKeyConstraint("sub_account_id", "as_of"),
     _gin_info("balance_checkpoints"),
 )
+
+# Portfolio analytics (DESIGN §9, db/positions.py): written by the booking that changes them, in its transaction.
+WIDE = sa.Numeric(60, 18)  # sums of money (cost, PnL, fees, volume), which may pass NUMERIC(38,18)'s 20 digits
+
+
+def _figures(counts=sa.BigInteger) -> list[sa.Column]:
+    """What trades add up to: realized PnL, fees and traded volume in quote; trades, wins and losses."""
+    return [sa.Column("realized_pnl", WIDE, nullable=False), sa.Column("fees", WIDE, nullable=False),
+            sa.Column("volume", WIDE, nullable=False), sa.Column("trades", counts, nullable=False),
+            sa.Column("wins", counts, nullable=False), sa.Column("losses", counts, nullable=False)]
+
+
+positions = sa.Table(
+    "positions",
+    metadata,
+    sa.Column("sub_account_id", UUID(as_uuid=True), primary_key=True),  # the base sub-account
+    sa.Column("user_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("exchange_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("symbol", sa.Text, nullable=False),  # the pair, "ETH/USDT"
+    sa.Column("quote_symbol", sa.Text, nullable=False),
+    sa.Column("quantity", MONEY, nullable=False),  # always the base sub-account's balance
+    sa.Column("cost", WIDE, nullable=False),  # the quantity's cost basis in quote: average cost = cost / quantity
+    *_figures(),
+    sa.Column("last_price", MONEY),
+    _info(),
+    *_timestamps(),
+    sa.Index("ix_positions_user_id_quote_symbol", "user_id", "quote_symbol"),
+    _gin_info("positions"),
+)
+# What each booked leg on a position's sub-account did to it (signed changes): a reversal applies the opposite.
+# Derived rows written with every fill, so no info column and no GIN index to maintain on the hot path.
+position_effects = sa.Table(
+    "position_effects",
+    metadata,
+    sa.Column("transaction_id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("user_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("sub_account_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("source", sa.Text),  # a trade's: the bot, or the trading log's source
+    sa.Column("quantity", MONEY, nullable=False),  # signed
+    sa.Column("cost", WIDE, nullable=False),
+    *_figures(sa.SmallInteger),
+)
+# Per position and UTC day: what that day's bookings added, and the position as the day left it.
+position_days = sa.Table(
+    "position_days",
+    metadata,
+    sa.Column("sub_account_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("day", sa.Date, nullable=False),
+    sa.Column("user_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("quote_symbol", sa.Text, nullable=False),
+    *_figures(),
+    sa.Column("quantity", MONEY, nullable=False),
+    sa.Column("cost", WIDE, nullable=False),
+    sa.Column("cumulative_realized_pnl", WIDE, nullable=False),
+    sa.Column("last_price", MONEY),
+    sa.PrimaryKeyConstraint("sub_account_id", "day"),
+    sa.Index("ix_position_days_user_id_quote_symbol_day", "user_id", "quote_symbol", "day"),
+)
+# Per position and source (the bot, or manual/api): its trades' totals.
+position_sources = sa.Table(
+    "position_sources",
+    metadata,
+    sa.Column("sub_account_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("user_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("quote_symbol", sa.Text, nullable=False),
+    sa.Column("symbol", sa.Text, nullable=False),
+    *_figures(),
+    sa.PrimaryKeyConstraint("sub_account_id", "source"),
+    sa.Index("ix_position_sources_user_id_quote_symbol", "user_id", "quote_symbol"),
+)

@@ -194,6 +194,18 @@ class Direction(StrEnum):
     debit = "debit"
 
 
+class Drawdown(BaseModel):
+    absolute: DecimalSum
+    peak_time: AwareDatetime | None
+    relative: Annotated[
+        DecimalModel,
+        Field(
+            description="`absolute / peak equity`, rounded half-even to 6 places (0 when the peak is not above 0)."
+        ),
+    ]
+    trough_time: AwareDatetime | None
+
+
 class EventHeaders(BaseModel):
     Nats_Msg_Id: Annotated[
         str,
@@ -349,6 +361,12 @@ class OrderStatus(StrEnum):
     failed = "failed"
 
 
+class PortfolioBucket(StrEnum):
+    day = "day"
+    week = "week"
+    month = "month"
+
+
 class PositiveDecimal(RootModel[Decimal]):
     root: Annotated[
         Decimal,
@@ -482,6 +500,16 @@ class SignedDecimal(RootModel[Decimal]):
         Field(
             description="A signed sum of decimals as a string (a net flow); at most 18 fractional digits.",
             examples=["-12.500000000000000000"],
+        ),
+    ]
+
+
+class SignedDecimalOrNull(RootModel[Decimal | None]):
+    root: Annotated[
+        Decimal | None,
+        Field(
+            description="A SignedDecimal, or null where there is no value (too few returns, no deviation).",
+            examples=["1.254311000000000000"],
         ),
     ]
 
@@ -1224,6 +1252,202 @@ class OrderFilledEvent(BaseModel):
 class OrderList(BaseModel):
     items: list[Order]
     next_cursor: str | None = None
+
+
+class PerformanceLine(BaseModel):
+    fees: DecimalSum
+    losses: int
+    realized_pnl: SignedDecimal
+    source: Annotated[
+        str | None,
+        Field(
+            description="The bot (its events' `source`), or the trading log's source (manual, api) (absent on a line per pair).",
+            examples=["grid-bot-1"],
+        ),
+    ] = None
+    symbol: Annotated[
+        str | None,
+        Field(
+            description="The pair (absent on a line per source).", examples=["ETH/USDT"]
+        ),
+    ] = None
+    trades: int
+    volume: DecimalSum
+    win_rate: Annotated[
+        SignedDecimalOrNull | None,
+        Field(
+            description="`wins / (wins + losses)`, rounded half-even to 6 places; null before the first sell."
+        ),
+    ]
+    wins: int
+
+
+class PnlPoint(BaseModel):
+    bucket_end: AwareDatetime
+    bucket_start: AwareDatetime
+    cumulative_realized_pnl: Annotated[
+        SignedDecimal,
+        Field(
+            description="All realized PnL up to the bucket's end, from the first trade on (not only within the range)."
+        ),
+    ]
+    equity: Annotated[
+        SignedDecimal,
+        Field(
+            description="Equity at the bucket's end (the quote balances then, plus each position's quantity then at its last price then)."
+        ),
+    ]
+    fees: DecimalSum
+    losses: int
+    realized_pnl: SignedDecimal
+    trades: Annotated[
+        int,
+        Field(
+            description="Trades booked in the bucket, less trades reversed in it (a reversal counts when it is booked, so this can be negative)."
+        ),
+    ]
+    volume: Annotated[
+        DecimalSum, Field(description="Traded notional (`price*volume`) in quote.")
+    ]
+    wins: int
+
+
+class PortfolioPerformance(BaseModel):
+    items: Annotated[
+        list[PerformanceLine],
+        Field(description="One line per pair and source, by pair then source."),
+    ]
+    pairs: Annotated[
+        list[PerformanceLine],
+        Field(description="One line per pair, all sources together."),
+    ]
+    quote: AssetSymbol
+    sources: Annotated[
+        list[PerformanceLine],
+        Field(description="One line per source, all pairs together."),
+    ]
+    user_id: UUID
+
+
+class PortfolioPnl(BaseModel):
+    bucket: PortfolioBucket
+    end_time: Annotated[
+        AwareDatetime,
+        Field(description="The last bucket's end (end_time rounded up to a bucket)."),
+    ]
+    items: Annotated[
+        list[PnlPoint],
+        Field(
+            description="Every bucket of the range, oldest first, including buckets without trades."
+        ),
+    ]
+    max_drawdown: Drawdown
+    opening_equity: SignedDecimal
+    quote: AssetSymbol
+    returns: Annotated[
+        int,
+        Field(
+            description="The daily equity returns `r = E(d) / E(d-1) - 1` of the range (a day after one whose equity was not above 0 has none)."
+        ),
+    ]
+    sharpe_ratio: Annotated[
+        SignedDecimalOrNull | None,
+        Field(
+            description="`mean(r) / stdev(r) * sqrt(365)` over the daily returns (stdev with n - 1, risk-free rate 0, crypto markets trade 365 days a year), rounded half-even to 6 places; null with fewer than 7 returns or when stdev is 0. Deposits and withdrawals move equity too, so they count in the returns."
+        ),
+    ]
+    sortino_ratio: Annotated[
+        SignedDecimalOrNull | None,
+        Field(
+            description="`mean(r) / sqrt(sum(min(r, 0)^2) / n) * sqrt(365)`, rounded half-even to 6 places; null with fewer than 7 returns or when no return was below 0."
+        ),
+    ]
+    start_time: Annotated[
+        AwareDatetime,
+        Field(
+            description="The first bucket's start (start_time rounded down to a bucket)."
+        ),
+    ]
+    user_id: UUID
+
+
+class PortfolioPosition(BaseModel):
+    average_cost: Annotated[
+        SignedDecimal,
+        Field(description="`cost / quantity`, rounded half-even to 18 places."),
+    ]
+    cost: Annotated[
+        SignedDecimal,
+        Field(
+            description="The quantity's cost basis: a buy adds what it paid (`price*volume + fee`, or `price*volume` when the fee was paid in the base asset, which reduces the quantity received instead); a sell takes `average_cost * quantity sold` (with a base-asset fee, the fee's quantity too); a deposit, withdrawal or adjustment of the base asset moves the cost with the quantity at the average cost, so the average cost stays (what arrives while the quantity is 0 arrives at no cost); a reversal undoes exactly what the reversed transaction did. The cost that moves with part of a quantity is rounded half-even to 18 places."
+        ),
+    ]
+    exchange_id: UUID
+    last_price: Annotated[
+        DecimalOrNull | None,
+        Field(
+            description="The price of the pair's last trade (a reversal does not change it)."
+        ),
+    ]
+    quantity: DecimalModel
+    realized_pnl: Annotated[
+        SignedDecimal,
+        Field(description="The position's realized PnL since its first trade."),
+    ]
+    sub_account_id: Annotated[UUID, Field(description="The base sub-account.")]
+    symbol: Annotated[
+        str, Field(description="The pair, BASE/QUOTE.", examples=["ETH/USDT"])
+    ]
+    unrealized_pnl: Annotated[
+        SignedDecimal,
+        Field(
+            description="`quantity * last_price - cost`, rounded half-even to 18 places."
+        ),
+    ]
+
+
+class PortfolioSummary(BaseModel):
+    as_of: Annotated[
+        AwareDatetime, Field(description="The instant the figures describe.")
+    ]
+    equity: Annotated[
+        SignedDecimal,
+        Field(
+            description="The balances of the user's sub-accounts in the quote currency plus every position's `quantity * last_price` (each rounded half-even to 18 places)."
+        ),
+    ]
+    fees: Annotated[
+        DecimalSum,
+        Field(
+            description="Trading fees in quote; a fee paid in the base asset counts at its trade's price (rounded half-even to 18 places)."
+        ),
+    ]
+    losses: Annotated[int, Field(description="Sells that realized less than 0.")]
+    positions: Annotated[
+        list[PortfolioPosition],
+        Field(
+            description="The open positions (quantity above 0) quoted in `quote`, by pair."
+        ),
+    ]
+    quote: AssetSymbol
+    realized_pnl: Annotated[
+        SignedDecimal,
+        Field(
+            description="The sum over the sells of what they received in quote minus the cost of the base they delivered: `price*volume - fee - average_cost*volume` with a quote fee."
+        ),
+    ]
+    trades: Annotated[
+        int,
+        Field(description="Trades booked (buys and sells), less the reversed ones."),
+    ]
+    unrealized_pnl: Annotated[
+        SignedDecimal,
+        Field(
+            description="The sum of the positions' `unrealized_pnl` (each at its pair's last trade price)."
+        ),
+    ]
+    user_id: UUID
+    wins: Annotated[int, Field(description="Sells that realized more than 0.")]
 
 
 class TradeLogCreate(BaseModel):

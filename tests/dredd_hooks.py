@@ -430,6 +430,12 @@ def _plan_for(method: str, path: str, status: str):
             _path(t, trading_log_id=s["note_kept"]), _error_without_details(t)),  # NOT_REVERSIBLE
         ("POST", "/v1/events/dead-letters/{dead_letter_id}/redrive", "422"): lambda t: (
             _path(t, dead_letter_id=s["letter_invalid"]), _error_without_details(t)),  # STILL_INVALID
+        # Portfolio: another user's figures are an admin's to read (403); a quote or bucket out of the schema (400).
+        **{("GET", f"/v1/portfolio/{name}", "403"): lambda t: _query(t, f"user_id={s['users']['target']}")
+           for name in ("summary", "pnl", "performance")},
+        ("GET", "/v1/portfolio/summary", "400"): lambda t: _query(t, "quote=usdt"),
+        ("GET", "/v1/portfolio/pnl", "400"): lambda t: _query(t, "bucket=year"),
+        ("GET", "/v1/portfolio/performance", "400"): lambda t: _query(t, "quote=usdt"),
     }
     # Listings whose first item must carry every key of the example's first item (Dredd compares them
     # position by position): narrowed to rows shaped like the example.
@@ -437,6 +443,7 @@ def _plan_for(method: str, path: str, status: str):
         "/v1/transactions": f"sub_account_id={s['ledger']}",  # the one deposit with info.note
         "/v1/trading-logs": "type=long",  # trades, with `trade`
         "/v1/audit-events": "type=auth.login",  # the login of the callback's 200: a user, an address, a trace id
+        "/v1/portfolio/pnl": "start_time=2026-01-14T00:00:00Z&end_time=2026-01-16T00:00:00Z",  # the example's days
     }
 
     def plan(t: dict) -> None:
@@ -452,14 +459,14 @@ def _plan_for(method: str, path: str, status: str):
             _query(t, list_filters[path])
         if status == "401":
             _auth(t, None)
+        elif (method, path, status) in errors:
+            errors[method, path, status](t)
         elif status == "403":
             _auth(t, "user")
         elif status == "404" and (method, path) in targets:
             _path(t, **{name: UNKNOWN_ID for name in targets[method, path]})
         elif status == "400" and t["request"]["method"] == "GET":
             _query(t, "limit=0")
-        elif (method, path, status) in errors:
-            errors[method, path, status](t)
         elif not status.startswith("2") and status not in ("401", "403", "404"):
             raise LookupError(f"no hook plan for {method} {path} {status}")
 

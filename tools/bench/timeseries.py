@@ -3,7 +3,10 @@
 Fills one database per size with `tiris seed-data` (same density per sub-account, more users), then times, through
 the same db/ functions the handlers call, on warm connections, in rounds that go round the sizes:
 - a 100-row page of GET /v1/transactions as a user (their newest rows) and as an admin (everyone's newest rows),
-- a 30-day daily balance history of a sub-account.
+- a 30-day daily balance history of a sub-account,
+- a user's portfolio summary and 90-day daily PnL (db/portfolio.py). Seeded rows bypass booking, so each size's
+  portfolio rows are laid out from its seeded ledger as booking would (`_seed_portfolio`: a position per non-quote
+  sub-account, with the first sub-account's asset as the quote, one day row per position and day with trades).
 Each figure is the median and p95 of RUNS calls spread over SAMPLE randomly chosen users / sub-accounts, after one
 untimed pass over the sample (warm cache: the steady state of a server, not a cold start). The results
 replace the section between the timeseries markers of BENCHMARKS.md; the rest of the file is kept.
@@ -21,13 +24,16 @@ from pathlib import Path
 import psycopg
 import sqlalchemy as sa
 
-from db import balance_history, migrate, transactions
+from db import balance_history, migrate, portfolio, transactions
 from db.access import Caller
 from db.urls import psycopg_kwargs
 from tools import seed_data
 
 ROOT = Path(__file__).resolve().parents[2]
 BEGIN, END = "<!-- timeseries:begin -->", "<!-- timeseries:end -->"
+KINDS = {"user_page": "user page", "admin_page": "admin page", "history": "history", "summary": "summary",
+         "pnl": "90-day pnl"}
+QUOTE = "S0"  # seed-data names a user's sub-accounts' assets S0..S9: S0 is the quote of the seeded positions
 SERVER = os.environ.get("BENCH_DATABASE_SERVER", "postgresql+psycopg://postgres@127.0.0.1:5432")
 
 
@@ -56,15 +62,26 @@ def calls(conn: sa.Connection, sample: int) -> dict:
         body = balance_history.history(conn, admin, picks[i % len(picks)].id, "1d", start, end)
         assert len(body["items"]) in (30, 31)
 
-    for call in (user_page, admin_page, history):  # warm the connection, the plans and the sample's pages
+    pnl_start = (now - dt.timedelta(days=90)).isoformat()
+
+    def summary(i):
+        body = portfolio.summary(conn, admin, QUOTE, user_id=picks[i % len(picks)].user_id)
+        assert len(body["positions"]) > 0
+
+    def pnl(i):
+        body = portfolio.pnl(conn, admin, QUOTE, "day", pnl_start, end, user_id=picks[i % len(picks)].user_id)
+        assert len(body["items"]) in (90, 91)
+
+    kinds = {"user_page": user_page, "admin_page": admin_page, "history": history, "summary": summary, "pnl": pnl}
+    for call in kinds.values():  # warm the connection, the plans and the sample's pages
         for i in range(len(picks)):
             call(i)
-    return {"user_page": user_page, "admin_page": admin_page, "history": history}
+    return kinds
 
 
 def measure(engines: dict[int, sa.Engine], runs: int, sample: int, rounds: int = 10) -> dict[int, dict]:
     """Rounds that visit every size in turn, so that a busy moment of the machine falls on all sizes alike."""
-    times = {size: {"user_page": [], "admin_page": [], "history": []} for size in engines}
+    times = {size: {kind: [] for kind in KINDS} for size in engines}
     conns = {size: engine.connect() for size, engine in engines.items()}
     try:
         prepared = {size: calls(conn, sample) for size, conn in conns.items()}
@@ -104,18 +121,46 @@ def report(results: list[tuple[int, float, dict]], runs: int, sample: int, serve
         "`load` is the seconds `tiris seed-data` took to fill it (COPY, with all indexes in place). The timed calls "
         "go round the sizes in 10 rounds, so a busy moment of the machine falls on every size alike.",
         "",
-        "| transactions | load (s) | 100-row page, user | 100-row page, admin (all users) | 30-day daily history |",
-        "|---:|---:|---:|---:|---:|",
+        "The portfolio columns time `portfolio.summary` and a 90-day daily `portfolio.pnl` of a sampled user; their "
+        "rows are laid out from the seeded ledger as booking writes them (a position per sub-account but the "
+        "quote's, a day row per position and day with transactions).",
+        "",
+        "| transactions | load (s) | 100-row page, user | 100-row page, admin (all users) | 30-day daily history "
+        "| portfolio summary | 90-day daily PnL |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for size, seconds, r in results:
-        cells = [f"{r[k]['median']:.2f} / {r[k]['p95']:.2f}" for k in ("user_page", "admin_page", "history")]
+        cells = [f"{r[k]['median']:.2f} / {r[k]['p95']:.2f}" for k in KINDS]
         load = f"{seconds:.0f}" if seconds is not None else "(reused)"
         lines.append(f"| {size:,} | {load} | " + " | ".join(cells) + " |")
     first, last = results[0][2], results[-1][2]
     lines += ["", "Ratio of the largest to the smallest size (medians; the goal is at most 2): " + ", ".join(
-        f"{name} {last[key]['median'] / first[key]['median']:.2f}"
-        for key, name in (("user_page", "user page"), ("admin_page", "admin page"), ("history", "history")))]
+        f"{name} {last[key]['median'] / first[key]['median']:.2f}" for key, name in KINDS.items())]
     return "\n".join(lines)
+
+
+def _seed_portfolio(conn: psycopg.Connection) -> None:
+    """Positions, day rows and per-source rows for the seeded ledger, in the layout booking writes (the figures are
+    placeholders: what is timed is reading them)."""
+    conn.execute(
+        "INSERT INTO positions (sub_account_id, user_id, exchange_id, symbol, quote_symbol, quantity, cost, "
+        "realized_pnl, fees, volume, trades, wins, losses, last_price) "
+        "SELECT id, user_id, exchange_id, symbol || '/' || %(quote)s, %(quote)s, balance, balance * 100, 0, 0, 0, 0, "
+        "0, 0, 100 FROM sub_accounts WHERE symbol <> %(quote)s", {"quote": QUOTE})
+    conn.execute(
+        "INSERT INTO position_days (sub_account_id, day, user_id, quote_symbol, realized_pnl, fees, volume, trades, "
+        "wins, losses, quantity, cost, cumulative_realized_pnl, last_price) "
+        "SELECT t.sub_account_id, (t.\"timestamp\" AT TIME ZONE 'UTC')::date, t.user_id, %(quote)s, "
+        "coalesce(sum(t.amount) FILTER (WHERE t.reason IN ('short', 'stop_loss')), 0) / 100, count(*) / 10.0, sum(t.amount) * 100, "
+        "count(*), 0, 0, (array_agg(t.closing_balance ORDER BY t.\"timestamp\" DESC))[1], "
+        "(array_agg(t.closing_balance ORDER BY t.\"timestamp\" DESC))[1] * 100, 0, 100 "
+        "FROM transactions t JOIN positions p ON p.sub_account_id = t.sub_account_id "
+        "GROUP BY t.sub_account_id, 2, t.user_id", {"quote": QUOTE})
+    conn.execute(
+        "INSERT INTO position_sources (sub_account_id, source, user_id, quote_symbol, symbol, trades, wins, losses, "
+        "volume, realized_pnl, fees) SELECT sub_account_id, 'seed', user_id, quote_symbol, symbol, 0, 0, 0, 0, 0, 0 "
+        "FROM positions")
+    conn.commit()
 
 
 def _load(admin: dict, name: str, size: int, reuse: bool) -> float | None:
@@ -135,8 +180,10 @@ def _load(admin: dict, name: str, size: int, reuse: bool) -> float | None:
     began = time.monotonic()
     seed_data.load(url, size, seed=size)
     seconds = time.monotonic() - began
+    with psycopg.connect(**psycopg_kwargs(url)) as conn:
+        _seed_portfolio(conn)
     with psycopg.connect(**psycopg_kwargs(url, autocommit=True)) as conn:
-        conn.execute("VACUUM ANALYZE transactions, sub_accounts")
+        conn.execute("VACUUM ANALYZE transactions, sub_accounts, positions, position_days, position_sources")
         conn.execute("CHECKPOINT")  # the load's dirty pages written now, not while timing
     return seconds
 
