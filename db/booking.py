@@ -17,7 +17,7 @@ from decimal import Decimal, localcontext
 
 import sqlalchemy as sa
 
-from db import bots, holds, ledger, legs, orders, reversals, trading_logs
+from db import bots, feed, holds, ledger, legs, orders, reversals, trading_logs
 from db.commands import Adjustment, BotSeen, Entry, HoldExpiry, LockChange, OrderChange, Reversal, Trade, Transfer
 from db.errors import Conflict, DomainError, NotFound, Refused
 from db.holds import Hold, OrderKey
@@ -98,7 +98,7 @@ def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
     when = ledger.write_balances(conn, accounts, state.accounts)
 
     outcomes: list[Outcome] = []
-    transactions, logs, fills, links = [], [], [], []
+    transactions, logs, fills, links, beats = [], [], [], [], []
     changed_orders: dict[OrderKey, OrderRow] = {}
     changed_holds: dict[uuid.UUID, Hold] = {}
     for i, (entry, plan) in enumerate(zip(entries, plans)):
@@ -119,8 +119,8 @@ def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
                           "created_at": at})
         changed_orders.update({key: state.orders[key] for key in plan.orders})
         changed_holds.update({hold_id: state.holds[hold_id] for hold_id in plan.holds})
-        if plan.bot:
-            bots.seen(conn, entry.user_id, plan.bot, entry.event_id)
+        if plan.bot and (beat := bots.seen(conn, entry.user_id, plan.bot, entry.event_id)):
+            beats.append(beat)
         outcomes.append(Booked(moved, log, plan.drift))
     ledger.write_transactions(conn, transactions)
     trading_logs.insert(conn, logs)
@@ -128,6 +128,9 @@ def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
     orders.write_fills(conn, fills)
     holds.write(conn, list(changed_holds.values()), when)
     reversals.write(conn, links)
+    feed.booked(conn, transactions, logs, links, changed_holds.values(), beats, when,  # the live feed (an outbox)
+                order_ids=[row.id for row in changed_orders.values()],
+                account_ids=[i for i, account in state.accounts.items() if account != accounts[i]])
     return outcomes
 
 

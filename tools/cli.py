@@ -2,6 +2,7 @@
 seed-data)."""
 
 import argparse
+import datetime as dt
 import os
 import sys
 from pathlib import Path
@@ -188,7 +189,7 @@ def cmd_consume(args) -> None:
 
         start_http_server(settings.consumer_metrics_port, addr=settings.host)
     runner.run(settings.nats_url, settings.database_url, args.batch or settings.consumer_batch,
-               settings.consumer_partitions)
+               settings.consumer_partitions, dt.timedelta(hours=settings.feed_retention_hours))
 
 
 def cmd_token(args) -> None:
