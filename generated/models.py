@@ -254,6 +254,16 @@ class FeeAsset(StrEnum):
     quote = "quote"
 
 
+class FeedEventType(StrEnum):
+    transaction_booked = "transaction.booked"
+    order_updated = "order.updated"
+    hold_changed = "hold.changed"
+    trading_log_created = "trading_log.created"
+    balance_changed = "balance.changed"
+    dead_letter_created = "dead_letter.created"
+    bot_heartbeat = "bot.heartbeat"
+
+
 class FieldError(BaseModel):
     field: Annotated[
         str,
@@ -482,6 +492,16 @@ class SignedDecimal(RootModel[Decimal]):
         Field(
             description="A signed sum of decimals as a string (a net flow); at most 18 fractional digits.",
             examples=["-12.500000000000000000"],
+        ),
+    ]
+
+
+class StreamTicket(BaseModel):
+    expires_at: AwareDatetime
+    ticket: Annotated[
+        str,
+        Field(
+            description="Opens one stream (`GET /v1/stream?ticket=...`) within seconds; spent by its first use."
         ),
     ]
 

@@ -17,7 +17,7 @@ from connexion.resolver import Resolver
 from starlette.middleware.cors import CORSMiddleware
 
 from db import crypto, engine
-from tiris import cache, config, error_handlers, jsonify, logs, metrics, middleware, operations, ratelimit
+from tiris import cache, config, error_handlers, jsonify, logs, metrics, middleware, operations, ratelimit, stream
 from tiris.validation import VALIDATOR_MAP
 
 SPEC = Path(__file__).resolve().parent.parent / "openapi.yaml"
@@ -67,4 +67,6 @@ def create_app(settings: config.Settings | None = None) -> connexion.FlaskApp:
                        operations=by_handler, settings=settings)
     app.add_middleware(middleware.RequestGuard, position=MiddlewarePosition.BEFORE_ROUTING,
                        max_body=settings.max_body_bytes)
+    # The live feed (SSE and WebSocket), served asynchronously after routing, security, rate limits and validation.
+    app.add_middleware(stream.StreamMiddleware, position=MiddlewarePosition.BEFORE_CONTEXT)
     return app
