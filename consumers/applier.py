@@ -13,7 +13,8 @@ import sqlalchemy as sa
 
 from consumers.entries import entry_for
 from consumers.parse import Parsed
-from db import booking, dead_letters, handled
+from db import booking, dead_letters, feed, handled
+from generated.models import DeadLetter
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,9 @@ def refuse(conn: sa.Connection, parsed: Parsed, reason: str, attempts: int, *, c
     kept = dead_letters.keep(conn, event_id=parsed.event_id, msg_id=message.msg_id, subject=message.subject,
                              stream_seq=message.stream_seq, payload=parsed.payload, reason=reason,
                              attempts=max(attempts, message.delivered))
-    return Handled(parsed, "refused", reason, new_dead_letter=kept)
+    if kept is not None and parsed.event is not None:  # the user's own dead letter reaches their live feed
+        feed.write(conn, [(parsed.event.user_id, "dead_letter.created", feed.resource(DeadLetter, kept))])
+    return Handled(parsed, "refused", reason, new_dead_letter=kept is not None)
 
 
 def _claim(parsed: Parsed) -> handled.Claim:

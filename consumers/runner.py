@@ -10,8 +10,10 @@ before anything newer. Throughput comes from the batch: hundreds of events per d
 """
 
 import asyncio
+import datetime as dt
 import logging
 import signal
+import time
 import zlib
 
 import nats
@@ -34,6 +36,7 @@ SUBJECTS = ["trading.>"]
 CONSUMER = "tiris-ledger"
 DUPLICATE_WINDOW = 120.0  # seconds in which JetStream drops a re-published Nats-Msg-Id by itself
 LEASE_LOCK = 727275  # advisory lock namespace of the partition leases
+TRIM_EVERY = 60.0  # seconds between two trims of the live feed past its retention
 
 
 def partition_of(subject: str, partitions: int) -> int:
@@ -133,8 +136,9 @@ async def consume_partition(js, partition: int, partitions: int, channels, batch
 
 
 async def consume(nats_url: str, database_url: str, *, batch_size: int = 500, partitions: int = 4,
-                  stop: asyncio.Event | None = None) -> None:
+                  stop: asyncio.Event | None = None, feed_retention: dt.timedelta | None = None) -> None:
     stop = stop or asyncio.Event()
+    next_trim = 0.0
     channels = load_channels()
     # Reconnect forever: a consumer that gives up after a two-minute outage is a silent outage of its own.
     nc = await nats.connect(nats_url, max_reconnect_attempts=-1, reconnect_time_wait=1, ping_interval=10,
@@ -158,6 +162,9 @@ async def consume(nats_url: str, database_url: str, *, batch_size: int = 500, pa
         if owned:
             await asyncio.to_thread(_heartbeat, [consumer_name(p) for p in owned])
             await asyncio.to_thread(expiry.release_expired)
+            if feed_retention is not None and time.monotonic() >= next_trim:
+                await asyncio.to_thread(expiry.trim_feed, feed_retention)
+                next_trim = time.monotonic() + TRIM_EVERY
         try:
             await asyncio.wait_for(stop.wait(), timeout=5)  # standbys look for released partitions this often
         except asyncio.TimeoutError:
@@ -178,7 +185,8 @@ def _heartbeat(names: list[str]) -> None:
         log.warning("could not record the consumer's sign of life", exc_info=True)
 
 
-def run(nats_url: str, database_url: str, batch_size: int, partitions: int) -> None:
+def run(nats_url: str, database_url: str, batch_size: int, partitions: int,
+        feed_retention: dt.timedelta | None = None) -> None:
     """Runs until SIGTERM/SIGINT; batches in hand are finished and acknowledged before exiting."""
 
     async def main():
@@ -186,6 +194,7 @@ def run(nats_url: str, database_url: str, batch_size: int, partitions: int) -> N
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await consume(nats_url, database_url, batch_size=batch_size, partitions=partitions, stop=stop)
+        await consume(nats_url, database_url, batch_size=batch_size, partitions=partitions, stop=stop,
+                      feed_retention=feed_retention)
 
     asyncio.run(main())

@@ -5,9 +5,9 @@ batch. In a fixed number of statements whatever the batch size, it reads the exc
 orders named, locks every sub-account named (in id order) and then the orders' and sub-accounts' holds, checks
 each entry against what it names (the user's? on this exchange? these symbols? this order's state?), plans it on
 the rows as the earlier entries left them, and writes what was planned: one balance update, one insert of
-transactions, one of trading logs, one of orders, one of holds, one of fills. A refused entry changes nothing and is
-reported in its place, so the entries after it see the rows as if it had never come; nothing else writes ledger
-rows.
+transactions, one of trading logs, one of orders, one of holds, one of reversal links, then the portfolio's figures
+(db/positions.py) and the user's live feed (db/feed.py). A refused entry changes nothing and is reported in its
+place, so the entries after it see the rows as if it had never come; nothing else writes ledger rows.
 """
 
 import datetime as dt
@@ -17,7 +17,7 @@ from decimal import Decimal, localcontext
 
 import sqlalchemy as sa
 
-from db import bots, holds, ledger, legs, orders, positions, reversals, trading_logs
+from db import bots, feed, holds, ledger, legs, orders, positions, reversals, trading_logs
 from db.commands import Adjustment, BotSeen, Entry, HoldExpiry, LockChange, OrderChange, Reversal, Trade, Transfer
 from db.errors import Conflict, DomainError, NotFound, Refused
 from db.holds import Hold, OrderKey
@@ -111,7 +111,7 @@ def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
     when = ledger.write_balances(conn, accounts, state.accounts)
 
     outcomes: list[Outcome] = []
-    transactions, logs, links = [], [], []
+    transactions, logs, links, beats = [], [], [], []
     fill_transactions: dict[OrderKey, list[uuid.UUID]] = {}  # per order, what its fills in this batch booked
     changed_orders: dict[OrderKey, OrderRow] = {}
     changed_holds: dict[uuid.UUID, Hold] = {}
@@ -132,8 +132,8 @@ def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
             fill_transactions.setdefault(plan.filled, []).extend(t["id"] for t in moved)
         changed_orders.update({key: state.orders[key] for key in plan.orders})
         changed_holds.update({hold_id: state.holds[hold_id] for hold_id in plan.holds})
-        if plan.bot:
-            bots.seen(conn, entry.user_id, plan.bot, entry.event_id)
+        if plan.bot and (beat := bots.seen(conn, entry.user_id, plan.bot, entry.event_id)):
+            beats.append(beat)
         outcomes.append(Booked(moved, log, plan.drift))
     ledger.write_transactions(conn, transactions)
     trading_logs.insert(conn, logs)
@@ -142,6 +142,9 @@ def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
     holds.write(conn, list(changed_holds.values()), when)
     reversals.write(conn, links)
     positions.apply(conn, entries, outcomes, state.accounts)  # the portfolio's figures, from what was booked
+    feed.booked(conn, transactions, logs, links, changed_holds.values(), beats, when,  # the live feed (an outbox)
+                order_ids=[row.id for row in changed_orders.values()],
+                account_ids=[i for i, account in state.accounts.items() if account != accounts[i]])
     return outcomes
 
 

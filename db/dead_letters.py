@@ -10,15 +10,17 @@ from db.schema import dead_letters
 
 
 def keep(conn: sa.Connection, *, event_id: str | None, msg_id: str | None, subject: str, stream_seq: int | None,
-         payload: str, reason: str, attempts: int) -> bool:
-    """Keeps the message with its reason; False if this very message (same sequence and bytes) is kept already.
+         payload: str, reason: str, attempts: int) -> dict | None:
+    """Keeps the message with its reason and returns its row; None if this very message (same sequence and bytes)
+    is kept already.
 
     `event_id` is the payload's (None when it has none), `msg_id` the Nats-Msg-Id header: they may differ, which
     can be the reason it is here.
     """
-    return conn.execute(insert(dead_letters).values(
+    row = conn.execute(insert(dead_letters).values(
         event_id=event_id, msg_id=msg_id, subject=subject, stream_seq=stream_seq, payload=payload, reason=reason,
-        attempts=attempts).on_conflict_do_nothing().returning(dead_letters.c.id)).first() is not None
+        attempts=attempts).on_conflict_do_nothing().returning(dead_letters)).mappings().first()
+    return dict(row) if row is not None else None
 
 
 def waiting(conn: sa.Connection) -> int:

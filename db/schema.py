@@ -231,6 +231,7 @@ bot_status = sa.Table(
     sa.Column("version", sa.Text),
     sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("last_event_id", sa.Text, nullable=False),
+    sa.Column("announced_at", sa.DateTime(timezone=True)),  # the beat last put in the live feed (throttled)
     _info(),
     sa.PrimaryKeyConstraint("user_id", "bot_id"),
     _gin_info("bot_status"),
@@ -503,4 +504,49 @@ position_sources = sa.Table(
     *_figures(),
     sa.PrimaryKeyConstraint("sub_account_id", "source"),
     sa.Index("ix_position_sources_user_id_quote_symbol", "user_id", "quote_symbol"),
+)
+
+
+# --- the live feed: what changed, per user, written in the same transaction as the change (an outbox)
+
+# The last feed id given to each user: the booking that writes a user's events takes this row's lock until it
+# commits, so a user's ids become visible in the order they were given (a reader never skips a later commit's gap).
+feed_heads = sa.Table(
+    "feed_heads",
+    metadata,
+    sa.Column("user_id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("last_id", sa.BigInteger, nullable=False),
+    _info(),
+    _gin_info("feed_heads"),
+)
+
+# One row per event: `data` is the resource as the REST API returns it. Rows older than FEED_RETENTION_HOURS are
+# trimmed by a job. No `info` column or GIN index here: it is the hottest insert of a booking and rows are
+# short-lived; what describes an event is its `data`.
+feed_events = sa.Table(
+    "feed_events",
+    metadata,
+    sa.Column("user_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("id", sa.BigInteger, nullable=False),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("data", JSONB, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    sa.PrimaryKeyConstraint("user_id", "id"),
+    sa.Index("ix_feed_events_created_at", "created_at", postgresql_using="brin"),
+)
+
+# A short-lived, single-use ticket that opens one stream for a browser's EventSource (which cannot send headers).
+# Only its hash is kept; opening the stream spends it.
+stream_tickets = sa.Table(
+    "stream_tickets",
+    metadata,
+    sa.Column("ticket_hash", sa.LargeBinary, primary_key=True),
+    sa.Column("user_id", UUID(as_uuid=True), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("session_id", UUID(as_uuid=True)),  # the token's login session: revoking it ends the stream too
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("used_at", sa.DateTime(timezone=True)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    _info(),
+    sa.Index("ix_stream_tickets_expires_at", "expires_at"),
+    _gin_info("stream_tickets"),
 )

@@ -266,6 +266,16 @@ class FeeAsset(StrEnum):
     quote = "quote"
 
 
+class FeedEventType(StrEnum):
+    transaction_booked = "transaction.booked"
+    order_updated = "order.updated"
+    hold_changed = "hold.changed"
+    trading_log_created = "trading_log.created"
+    balance_changed = "balance.changed"
+    dead_letter_created = "dead_letter.created"
+    bot_heartbeat = "bot.heartbeat"
+
+
 class FieldError(BaseModel):
     field: Annotated[
         str,
@@ -510,6 +520,16 @@ class SignedDecimalOrNull(RootModel[Decimal | None]):
         Field(
             description="A SignedDecimal, or null where there is no value (too few returns, no deviation).",
             examples=["1.254311000000000000"],
+        ),
+    ]
+
+
+class StreamTicket(BaseModel):
+    expires_at: AwareDatetime
+    ticket: Annotated[
+        str,
+        Field(
+            description="Opens one stream (`GET /v1/stream?ticket=...`) within seconds; spent by its first use."
         ),
     ]
 

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from db import engine as db_engine
-from db import crypto, migrate, users
+from db import crypto, feed, migrate, users
 from db.urls import psycopg_kwargs
 from tools.oauth_provider import Account, LoopbackProvider
 from tiris import auth, cache, config
@@ -27,6 +27,7 @@ TEST_ENV = {
     "JWT_SECRET": "test-secret-" + "x" * 40,
     "ENCRYPTION_KEYS": "k1:" + base64.b64encode(b"\x01" * 32).decode(),
     "API_KEY_HASH_KEY": base64.b64encode(b"\x02" * 32).decode(),
+    "FEED_ENABLED": "1",  # off by default in a deployment; the suite proves it
     "DB_POOL_SIZE": "5",
     # Suites that fire hundreds of requests as one user must not meet the production rate limits; the rate-limit
     # tests set small ones.
@@ -141,6 +142,7 @@ def settings(service_env):
     settings = config.use(config.load(service_env))
     db_engine.configure(settings)
     crypto.configure(settings)
+    feed.configure(settings.feed_enabled)
     yield settings
     cache.stop()  # its listener must not outlive the test's database
     db_engine.engine().dispose()

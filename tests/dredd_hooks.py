@@ -90,6 +90,13 @@ SKIPPED = {
     ("POST", "/v1/events/replay", "503"): (
         "Needs NATS to be unreachable; the run's NATS server is shared by the whole test session, and stopping it "
         "under a live server would not be deterministic."),
+    ("GET", "/v1/stream", "200"): (
+        "The live feed is a stream that lasts while the client wants and Dredd reads a body to its end; "
+        "tests/test_live_feed_stream.py reads it event by event (resume, replicas, tickets, limits, the WebSocket)."),
+    ("GET", "/v1/stream", "503"): (
+        "Answered by a server started with FEED_ENABLED=0, while the live server runs with the feed on; "
+        "tests/test_live_feed_outbox.py::test_with_the_feed_off_bookings_write_no_feed_and_the_stream_is_503 "
+        "proves it."),
     ("GET", "/health/ready", "503"): (
         "Needs the database or NATS to be down while the server runs; not deterministic against a shared "
         "PostgreSQL and NATS."),

@@ -16,8 +16,8 @@ from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
 from starlette.middleware.cors import CORSMiddleware
 
-from db import crypto, engine
-from tiris import cache, config, error_handlers, jsonify, logs, metrics, middleware, operations, ratelimit
+from db import crypto, engine, feed
+from tiris import cache, config, error_handlers, jsonify, logs, metrics, middleware, operations, ratelimit, stream
 from tiris.validation import VALIDATOR_MAP
 
 SPEC = Path(__file__).resolve().parent.parent / "openapi.yaml"
@@ -42,6 +42,7 @@ def create_app(settings: config.Settings | None = None) -> connexion.FlaskApp:
     logs.setup(settings.log_level)
     metrics.watch_pool(engine.configure(settings), settings.db_pool_size)
     crypto.configure(settings)
+    feed.configure(settings.feed_enabled)
     cache.configure(settings.database_url, settings.cache_ttl)
     spec_paths = yaml.safe_load(SPEC.read_text())["paths"]
     by_handler = operations.by_handler(spec_paths, lambda operation: SnakeCaseResolver.name_of(
@@ -67,4 +68,6 @@ def create_app(settings: config.Settings | None = None) -> connexion.FlaskApp:
                        operations=by_handler, settings=settings)
     app.add_middleware(middleware.RequestGuard, position=MiddlewarePosition.BEFORE_ROUTING,
                        max_body=settings.max_body_bytes)
+    # The live feed (SSE and WebSocket), served asynchronously after routing, security, rate limits and validation.
+    app.add_middleware(stream.StreamMiddleware, position=MiddlewarePosition.BEFORE_CONTEXT)
     return app

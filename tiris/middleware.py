@@ -24,6 +24,7 @@ API_CSP = "default-src 'none'; frame-ancestors 'none'"
 DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
             "img-src 'self' data:; frame-ancestors 'none'")
 DOCS_PREFIX = "/v1/ui"
+STREAM_PATH = "/v1/stream"
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 Headers = list[tuple[bytes, bytes]]
 
@@ -100,7 +101,9 @@ class RequestObserver:
         send_observed = adding_headers(send, observed)
         metrics.HTTP_IN_FLIGHT.inc()
         try:
-            await asyncio.wait_for(self.app(scope, receive, send_observed), self.timeout)
+            # A stream of the live feed lasts as long as its client wants: no time limit there.
+            timeout = None if scope["path"] == STREAM_PATH else self.timeout
+            await asyncio.wait_for(self.app(scope, receive, send_observed), timeout)
         except asyncio.TimeoutError:
             if started:
                 raise

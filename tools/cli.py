@@ -2,6 +2,7 @@
 seed-data)."""
 
 import argparse
+import datetime as dt
 import os
 import sys
 from pathlib import Path
@@ -177,18 +178,19 @@ def cmd_consume(args) -> None:
     # The consumer exposes its own registry on CONSUMER_METRICS_PORT, never the API workers' files.
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     from consumers import runner
-    from db import engine
+    from db import engine, feed
     from tiris import config, logs, metrics
 
     settings = config.use(config.load())
     logs.setup(settings.log_level)
     metrics.watch_pool(engine.configure(settings), settings.db_pool_size)
+    feed.configure(settings.feed_enabled)
     if settings.consumer_metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(settings.consumer_metrics_port, addr=settings.host)
     runner.run(settings.nats_url, settings.database_url, args.batch or settings.consumer_batch,
-               settings.consumer_partitions)
+               settings.consumer_partitions, dt.timedelta(hours=settings.feed_retention_hours))
 
 
 def cmd_token(args) -> None:
