@@ -2,11 +2,13 @@
 
 A fill books like a `long` (buy) or `short` (sell) trading log and moves its order on (taking from its hold); order
 events place or end the order (holding for it, releasing what it holds) with a note; error and signal events are
-notes; balance events adjust, hold or release; a heartbeat updates the bot's status. The checks that what an event names is the user's happen once, in db/booking.py.
+notes; balance events adjust, hold or release; a heartbeat updates the bot's status. The checks that what an event
+names is the user's happen once, in db/booking.py.
 """
 
+from enum import Enum
 
-from pydantic import BaseModel
+from pydantic import BaseModel, RootModel
 
 from db.commands import Adjustment, BotSeen, Entry, Fill, LockChange, Log, Order, OrderChange, Trade
 from generated.models import (BalanceLockEvent, BalanceUpdatedEvent, ErrorEvent, EventType, HeartbeatEvent,
@@ -74,15 +76,23 @@ def _trade_shown(fill: OrderFilledEvent) -> dict:
 def _log(event: BaseModel, kind: TradeType | TradingLogType, verb: str | None, fields: set[str], *,
          trade: dict | None = None) -> Log:
     """The event's trading log: `fields` of the event are kept in its info, with the event's own info and the bot."""
-    data = event.model_dump(mode="json", exclude_none=True)
     if verb:  # an order's event: the message says what happened to which order
-        words = [data["side"], data.get("amount"), data["symbol"], "order", data["order_id"], verb]
+        amount = event.amount.root if event.amount is not None else None
+        words = [event.side.value, str(amount) if amount is not None else None, event.symbol, "order", event.order_id,
+                 verb]
         message = " ".join(word for word in words if word)
     else:
-        message = data["message"]
-    info = {key: data[key] for key in sorted(fields & data.keys())}
-    extra = data.get("info", {}) if not trade else {}  # a fill's log keeps what identifies the trade
+        message = event.message
+    info = {key: _written(value) for key in sorted(fields) if (value := getattr(event, key, None)) is not None}
+    extra = event.info.model_dump() if event.info is not None and not trade else {}  # a fill's log: the trade's ids
     return Log(TradingLogType(kind.value), TradingLogSource.bot, event.exchange_id, message, event.timestamp,
                trade=trade, info={**info, **extra, "bot": event.source})
 
 
+def _written(value):
+    """A field of the event as its JSON says it (an enum's value, a decimal's or an id's string)."""
+    if isinstance(value, RootModel):
+        value = value.root
+    if isinstance(value, Enum):
+        return value.value
+    return value if isinstance(value, (str, int, float, bool)) else str(value)
