@@ -8,7 +8,6 @@ timing is untested; it is one PostgreSQL session, so nothing about concurrency, 
 """
 
 import datetime as dt
-import os
 import shutil
 import subprocess
 import uuid
