@@ -161,13 +161,16 @@ def _apply(state: Book, plan: Plan) -> None:
     for leg, closing in plan.legs:
         state.accounts[leg.sub_account_id] = replace(state.accounts[leg.sub_account_id], balance=closing)
     for hold in plan.holds.values():
-        before = state.holds.get(hold.id)
-        account = state.accounts[hold.sub_account_id]
-        with localcontext(legs.MONEY_CONTEXT):
-            locked = account.locked + hold.held - (before.held if before else 0)
-        state.accounts[hold.sub_account_id] = replace(account, locked=locked)
+        state.accounts[hold.sub_account_id] = _holding(state.accounts[hold.sub_account_id], hold, state)
         state.put(hold)
     state.orders.update(plan.orders)
+
+
+def _holding(account: Account, hold: Hold, state: Book) -> Account:
+    """The account with `locked` moved by what the hold holds now instead of before (`locked` = its open holds)."""
+    before = state.holds.get(hold.id)
+    with localcontext(legs.MONEY_CONTEXT):
+        return replace(account, locked=account.locked + hold.held - (before.held if before else 0))
 
 
 def _exchange_owners(conn: sa.Connection, entries: list[Entry]) -> dict[uuid.UUID, uuid.UUID]:
@@ -275,10 +278,7 @@ def _with_holds(accounts: dict[uuid.UUID, Account], state: Book, plan: Plan) -> 
         return accounts
     view = dict(accounts)
     for hold in plan.holds.values():
-        before = state.holds.get(hold.id)
-        account = view[hold.sub_account_id]
-        with localcontext(legs.MONEY_CONTEXT):
-            view[account.id] = replace(account, locked=account.locked + hold.held - (before.held if before else 0))
+        view[hold.sub_account_id] = _holding(view[hold.sub_account_id], hold, state)
     for account_id in {hold.sub_account_id for hold in plan.holds.values()}:
         if view[account_id].locked > view[account_id].balance:
             account = accounts[account_id]
