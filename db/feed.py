@@ -22,8 +22,9 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, RootModel
-from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.dialects.postgresql import UUID
 
+from db import bulk
 from db import orders as order_rows
 from db.schema import feed_events, feed_heads, orders, sub_accounts
 from db.written import decimal_string, plain
@@ -151,10 +152,10 @@ def _write_statement() -> sa.TextClause:
             FROM rendered AS r JOIN heads USING (user_id) JOIN counts USING (user_id)
         )
         SELECT pg_notify('{CHANNEL}', user_id::text || ':' || last_id) FROM heads
-    """).bindparams(sa.bindparam("user_ids", type_=ARRAY(UUID(as_uuid=True))),
-                    sa.bindparam("types", type_=ARRAY(sa.Text)), sa.bindparam("data", type_=ARRAY(sa.Text)),
-                    sa.bindparam("order_ids", type_=ARRAY(UUID(as_uuid=True))),
-                    sa.bindparam("account_ids", type_=ARRAY(UUID(as_uuid=True))))
+    """).bindparams(sa.bindparam("user_ids", type_=bulk.Array(UUID(as_uuid=True))),
+                    sa.bindparam("types", type_=bulk.Array(sa.Text())), sa.bindparam("data", type_=bulk.Array(sa.Text())),
+                    sa.bindparam("order_ids", type_=bulk.Array(UUID(as_uuid=True))),
+                    sa.bindparam("account_ids", type_=bulk.Array(UUID(as_uuid=True))))
 
 
 def configure(enabled: bool) -> None:

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
 
 from db import bulk
 from db.schema import processed_events
@@ -40,7 +39,7 @@ def claim(conn: sa.Connection, claims: list[Claim], outcome: Outcome = "applied"
 
 
 _set_outcome = sa.text("UPDATE processed_events SET outcome = :outcome WHERE event_id = ANY(:ids)").bindparams(
-    sa.bindparam("ids", type_=ARRAY(sa.Text)))
+    sa.bindparam("ids", type_=bulk.Array(sa.Text())))
 
 
 def mark(conn: sa.Connection, event_ids: list[str], outcome: Outcome) -> None:

@@ -11,7 +11,7 @@ import uuid
 from decimal import Decimal, localcontext
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.dialects.postgresql import UUID
 
 from db import bulk
 from db.legs import MONEY_CONTEXT, Account, Leg
@@ -34,8 +34,8 @@ _write_balances = sa.text(
     "updated_at = clock_timestamp() "
     "FROM unnest(:ids, :deltas, :locked_deltas) AS d(id, delta, locked_delta) WHERE s.id = d.id "
     "RETURNING s.id, s.balance, s.locked, clock_timestamp() AS at"
-).bindparams(sa.bindparam("ids", type_=ARRAY(UUID(as_uuid=True))), sa.bindparam("deltas", type_=ARRAY(sa.Numeric)),
-             sa.bindparam("locked_deltas", type_=ARRAY(sa.Numeric)))
+).bindparams(sa.bindparam("ids", type_=bulk.Array(UUID(as_uuid=True))), sa.bindparam("deltas", type_=bulk.Array(sa.Numeric())),
+             sa.bindparam("locked_deltas", type_=bulk.Array(sa.Numeric())))
 
 
 def write_balances(conn: sa.Connection, before: dict[uuid.UUID, Account], after: dict[uuid.UUID, Account]) -> dt.datetime:

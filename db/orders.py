@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal, localcontext
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.dialects.postgresql import UUID
 
 from db import bulk, pagination
 from db.access import Caller, readable_by
@@ -158,10 +158,10 @@ def keys_table(keys: set[OrderKey]) -> list:
     """The order keys as three unnested arrays (a join on them is planned like one on a table, unlike a long IN
     list of tuples)."""
     users, exchanges, order_ids = zip(*sorted(keys))
-    return [sa.func.unnest(sa.bindparam("k_users", list(users), type_=ARRAY(UUID(as_uuid=True)))).label("user_id"),
-            sa.func.unnest(sa.bindparam("k_exchanges", list(exchanges), type_=ARRAY(UUID(as_uuid=True))))
+    return [sa.func.unnest(sa.bindparam("k_users", list(users), type_=bulk.Array(UUID(as_uuid=True)))).label("user_id"),
+            sa.func.unnest(sa.bindparam("k_exchanges", list(exchanges), type_=bulk.Array(UUID(as_uuid=True))))
             .label("exchange_id"),
-            sa.func.unnest(sa.bindparam("k_orders", list(order_ids), type_=ARRAY(sa.Text))).label("order_id")]
+            sa.func.unnest(sa.bindparam("k_orders", list(order_ids), type_=bulk.Array(sa.Text()))).label("order_id")]
 
 
 def serialize(conn: sa.Connection, keys: set[OrderKey]) -> None:
@@ -170,7 +170,7 @@ def serialize(conn: sa.Connection, keys: set[OrderKey]) -> None:
     if keys:
         conn.execute(sa.text(
             "SELECT pg_advisory_xact_lock(h) FROM (SELECT hashtextextended(k, 727276) AS h "
-            "FROM unnest(:keys) AS k ORDER BY h) AS ordered").bindparams(sa.bindparam("keys", type_=ARRAY(sa.Text))),
+            "FROM unnest(:keys) AS k ORDER BY h) AS ordered").bindparams(sa.bindparam("keys", type_=bulk.Array(sa.Text()))),
             {"keys": sorted({"/".join(map(str, key)) for key in keys})})
 
 
