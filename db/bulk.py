@@ -6,7 +6,6 @@ adapts a list element by element in Python (a regular expression per text elemen
 consumer's time per batch. JSONB and array columns travel as text elements and are cast row by row.
 """
 
-import datetime as dt
 import enum
 import functools
 import json
@@ -23,19 +22,21 @@ def _bare(value) -> str:
     return "NULL" if value is None else str(value)
 
 
+def _iso(value) -> str:  # digits, '-', ':', '.', '+' and 'T' only
+    return "NULL" if value is None else value.isoformat()
+
+
 def _quoted(value) -> str:
     if value is None:
         return "NULL"
     if isinstance(value, enum.Enum):
         value = value.value
-    elif isinstance(value, (dt.datetime, dt.date)):
-        value = value.isoformat()
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def literal(values, item: sa.types.TypeEngine) -> str:
     """`values` as a PostgreSQL array literal of `item`s (NULL for None)."""
-    element = _bare if isinstance(item, _BARE) else _quoted
+    element = _bare if isinstance(item, _BARE) else _iso if isinstance(item, (sa.DateTime, sa.Date)) else _quoted
     return "{" + ",".join(map(element, values)) + "}"
 
 
