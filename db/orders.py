@@ -15,13 +15,12 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal, localcontext
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import UUID
 
 from db import bulk, pagination
 from db.access import Caller, readable_by
 from db.commands import Order, OrderChange
 from db.errors import Conflict, NotFound, Refused
-from db.holds import OrderKey
+from db.holds import OrderKey, order_keys
 from db.legs import MONEY_CONTEXT, round_debit
 from db.schema import holds, orders
 from generated.models import OrderSide, OrderStatus
@@ -154,16 +153,6 @@ _COLUMNS = ("id", "user_id", "exchange_id", "order_id", "base_sub_account_id", "
             "placed_at", "trade_ids", "transaction_ids", "info")
 
 
-def keys_table(keys: set[OrderKey]) -> list:
-    """The order keys as three unnested arrays (a join on them is planned like one on a table, unlike a long IN
-    list of tuples)."""
-    users, exchanges, order_ids = zip(*sorted(keys))
-    return [sa.func.unnest(sa.bindparam("k_users", list(users), type_=bulk.Array(UUID(as_uuid=True)))).label("user_id"),
-            sa.func.unnest(sa.bindparam("k_exchanges", list(exchanges), type_=bulk.Array(UUID(as_uuid=True))))
-            .label("exchange_id"),
-            sa.func.unnest(sa.bindparam("k_orders", list(order_ids), type_=bulk.Array(sa.Text()))).label("order_id")]
-
-
 def serialize(conn: sa.Connection, keys: set[OrderKey]) -> None:
     """Takes a transaction-scoped advisory lock per order key, in one fixed order: two transactions that touch the
     same order (a consumer's batch and a re-drive) queue, even while the order has no row yet to lock."""
@@ -178,7 +167,7 @@ def lock_for(conn: sa.Connection, keys: set[OrderKey]) -> dict[OrderKey, OrderRo
     if not keys:
         return {}
     c = orders.c
-    wanted = sa.select(*keys_table(keys)).subquery("wanted")
+    wanted = sa.select(*order_keys(keys)).subquery("wanted")
     rows = conn.execute(sa.select(*(c[name] for name in _COLUMNS)).join_from(orders, wanted, sa.and_(
         c.user_id == wanted.c.user_id, c.exchange_id == wanted.c.exchange_id, c.order_id == wanted.c.order_id))
         .with_for_update(of=orders))
