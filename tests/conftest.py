@@ -4,10 +4,14 @@ TEST_DATABASE_URL's port), one alembic-migrated template database per run, and a
 
 import base64
 import contextlib
+import faulthandler
 import os
 import shutil
 import socket
+import sys
 import tempfile
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -59,6 +63,34 @@ def _embedded_postgres_stops_with_the_run():
         _embedded["server"].stop()
     if _embedded.get("data"):
         shutil.rmtree(_embedded["data"], ignore_errors=True)
+
+
+EXIT_GRACE = 60.0  # seconds the interpreter may take to exit once the run's verdict is printed
+_verdict = {}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _verdict["status"] = int(exitstatus)
+
+
+def pytest_unconfigure(config):
+    """The verdict stands even if something left behind (a thread still joined at exit, an exit handler waiting on a
+    child) keeps the interpreter from exiting: after EXIT_GRACE the stacks of every thread are printed, so the
+    culprit can be found, and the process exits with the verdict instead of hanging its caller."""
+    if "status" not in _verdict:
+        return
+
+    def watchdog():
+        time.sleep(EXIT_GRACE)
+        print(f"\nthe test process did not exit {EXIT_GRACE:.0f} s after its verdict; still running:", file=sys.stderr)
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+        if children.exists():
+            print(f"child processes: {children.read_text().strip() or 'none'}", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(_verdict["status"])
+
+    threading.Thread(target=watchdog, name="exit-watchdog", daemon=True).start()
 
 
 def _admin_connection():
