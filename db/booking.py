@@ -94,6 +94,7 @@ def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
                                     | reversals.accounts(originals))
     originals = reversals.linked(conn, originals)  # under the locks: reversals committed meanwhile are seen
     found_orders = orders.lock_for(conn, keys)
+    known_orders = set(found_orders)  # the plan adds the new ones to the book
     found_holds = holds.lock_for(conn, keys=keys, orderless_on=_orderless_releases(entries), ids={
         entry.command.hold_id for entry in entries if isinstance(entry.command, HoldExpiry)})
     state = Book(dict(accounts), _exchange_owners(conn, entries), found_orders, found_holds,
@@ -138,7 +139,8 @@ def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
     ledger.write_transactions(conn, transactions)
     trading_logs.insert(conn, logs)
     orders.write(conn, [replace(row, transaction_ids=(*row.transaction_ids, *fill_transactions[key]))
-                        if key in fill_transactions else row for key, row in changed_orders.items()], when)
+                        if key in fill_transactions else row for key, row in changed_orders.items()],
+                 known_orders, when)
     holds.write(conn, list(changed_holds.values()), when)
     reversals.write(conn, links)
     positions.apply(conn, entries, outcomes, state.accounts)  # the portfolio's figures, from what was booked

@@ -66,14 +66,32 @@ def _text_cast(column: sa.Column) -> str | None:
     return None
 
 
-@functools.cache
-def _statement(table: sa.Table, columns: tuple[str, ...], suffix: str) -> sa.TextClause:
-    quoted = [f'"{name}"' for name in columns]
-    selected = [f"{q}::{cast}" if (cast := _text_cast(table.c[name])) else q for q, name in zip(quoted, columns)]
+def _selected(table: sa.Table, columns: tuple[str, ...]) -> list[str]:
+    """The unnested columns, cast where they travel as text."""
+    return [f'u."{name}"::{cast}' if (cast := _text_cast(table.c[name])) else f'u."{name}"' for name in columns]
+
+
+def _unnest(table: sa.Table, columns: tuple[str, ...]) -> tuple[str, list[sa.BindParameter]]:
+    """`unnest(...) AS u(...)` over one bound array per column, and its binds."""
     binds = [sa.bindparam(name, type_=Array(sa.Text() if _text_cast(table.c[name]) else table.c[name].type))
              for name in columns]
-    return sa.text(f'INSERT INTO "{table.name}" ({", ".join(quoted)}) SELECT {", ".join(selected)} '
-                   f'FROM unnest({", ".join(":" + name for name in columns)}) AS u({", ".join(quoted)}) {suffix}'
+    names = ", ".join(f'"{name}"' for name in columns)
+    return f'unnest({", ".join(":" + name for name in columns)}) AS u({names})', binds
+
+
+@functools.cache
+def _insert(table: sa.Table, columns: tuple[str, ...], suffix: str) -> sa.TextClause:
+    source, binds = _unnest(table, columns)
+    names = ", ".join(f'"{name}"' for name in columns)
+    return sa.text(f'INSERT INTO "{table.name}" ({names}) SELECT {", ".join(_selected(table, columns))} '
+                   f'FROM {source} {suffix}').bindparams(*binds)
+
+
+@functools.cache
+def _update(table: sa.Table, columns: tuple[str, ...], key: str) -> sa.TextClause:
+    source, binds = _unnest(table, columns)
+    sets = ", ".join(f'"{name}" = {value}' for name, value in zip(columns, _selected(table, columns)) if name != key)
+    return sa.text(f'UPDATE "{table.name}" AS t SET {sets} FROM {source} WHERE t."{key}" = u."{key}"'
                    ).bindparams(*binds)
 
 
@@ -85,15 +103,24 @@ def _as_text(value, cast: str):
     return literal(value, sa.Text())
 
 
+def _arrays(table: sa.Table, rows: list[dict]) -> dict[str, list]:
+    arrays = {}
+    for name in rows[0]:
+        cast = _text_cast(table.c[name])
+        values = [row[name] for row in rows]
+        arrays[name] = [_as_text(value, cast) for value in values] if cast else values
+    return arrays
+
+
 def insert(conn: sa.Connection, table: sa.Table, rows: list[dict], *, suffix: str = "") -> sa.CursorResult | None:
     """Inserts `rows` (dicts with the same keys) into `table`; `suffix` is SQL after the SELECT (ON CONFLICT,
     RETURNING). Returns the result, or None when there was nothing to insert."""
     if not rows:
         return None
-    columns = tuple(rows[0])
-    arrays = {}
-    for name in columns:
-        cast = _text_cast(table.c[name])
-        values = [row[name] for row in rows]
-        arrays[name] = [_as_text(value, cast) for value in values] if cast else values
-    return conn.execute(_statement(table, columns, suffix), arrays)
+    return conn.execute(_insert(table, tuple(rows[0]), suffix), _arrays(table, rows))
+
+
+def update(conn: sa.Connection, table: sa.Table, rows: list[dict], *, key: str = "id") -> None:
+    """Sets the other columns of `rows` (dicts with the same keys) on the rows whose `key` they name."""
+    if rows:
+        conn.execute(_update(table, tuple(rows[0]), key), _arrays(table, rows))

@@ -180,16 +180,18 @@ def lock_for(conn: sa.Connection, keys: set[OrderKey]) -> dict[OrderKey, OrderRo
     return found
 
 
-def write(conn: sa.Connection, changed: list[OrderRow], when: dt.datetime) -> None:
-    """Inserts the new orders and brings the others to their planned state, in one statement."""
-    rows = [{name: getattr(row, name) for name in _COLUMNS} | {"created_at": when, "updated_at": when}
-            for row in changed]
-    for row in rows:
-        row["side"], row["status"] = row["side"].value, row["status"].value
-        row["trade_ids"], row["transaction_ids"] = list(row["trade_ids"]), list(row["transaction_ids"])
-    kept = [name for name in _COLUMNS if name not in ("id", "user_id", "exchange_id", "order_id")]
-    bulk.insert(conn, orders, rows, suffix="ON CONFLICT (user_id, exchange_id, order_id) DO UPDATE SET "
-                + ", ".join(f'"{name}" = EXCLUDED."{name}"' for name in [*kept, "updated_at"]))
+_CHANGING = ("order_type", "status", "amount", "price", "filled_amount", "filled_quote", "fees", "placed_at",
+             "trade_ids", "transaction_ids")
+
+
+def write(conn: sa.Connection, changed: list[OrderRow], known: set[OrderKey], when: dt.datetime) -> None:
+    """Inserts the new orders and brings the `known` ones to their planned state, in a statement each. The inserts
+    need no ON CONFLICT: `serialize` holds every key's lock, so nobody created one of them meanwhile."""
+    new = [row for row in changed if row.key not in known]
+    bulk.insert(conn, orders, [{**{name: getattr(row, name) for name in _COLUMNS}, "created_at": when,
+                                "updated_at": when} for row in new])
+    bulk.update(conn, orders, [{"id": row.id, **{name: getattr(row, name) for name in _CHANGING}, "updated_at": when}
+                               for row in changed if row.key in known])
 
 
 # --- reads

@@ -34,3 +34,19 @@ def test_an_empty_list_binds_as_an_empty_array(settings):
     statement = sa.text("SELECT cardinality(:values)").bindparams(sa.bindparam("values", type_=bulk.Array(sa.Text())))
     with engine.transaction() as conn:
         assert conn.execute(statement, {"values": []}).scalar_one() == 0
+
+
+def test_an_update_sets_the_named_columns_of_the_rows_its_keys_name_and_nothing_else(settings):
+    scratch = sa.Table("bulk_scratch", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True),
+                       sa.Column("label", sa.Text), sa.Column("amount", sa.Numeric(38, 18)),
+                       sa.Column("tags", sa.dialects.postgresql.ARRAY(sa.Text)))
+    with engine.transaction() as conn:
+        scratch.create(conn)
+        bulk.insert(conn, scratch, [{"id": n, "label": f"row {n}", "amount": Decimal(n), "tags": ["a"]}
+                                    for n in range(1, 4)])
+        bulk.update(conn, scratch, [{"id": 1, "label": 'a"b\\c', "tags": ["x,y", "{z}"]},
+                                    {"id": 3, "label": None, "tags": []}])
+        rows = conn.execute(sa.select(scratch).order_by(scratch.c.id)).all()
+    assert [tuple(row) for row in rows] == [(1, 'a"b\\c', Decimal(1), ["x,y", "{z}"]),
+                                            (2, "row 2", Decimal(2), ["a"]),
+                                            (3, None, Decimal(3), [])]
