@@ -71,10 +71,13 @@ def _wait_until_ready(server: LiveServer) -> None:
 
 
 @contextlib.contextmanager
-def running_server(service_env: dict, log_dir: Path):
-    """`tiris serve` with `service_env` on a free port, ready; stopped (SIGTERM, then SIGKILL) afterwards."""
-    port = free_port()
+def running_server(service_env: dict, log_dir: Path, port: int | None = None):
+    """`tiris serve` with `service_env` on `port` (a free one by default), ready; stopped (SIGTERM, then SIGKILL)
+    afterwards. A server started again on the same port writes a log of its own."""
+    port = port or free_port()
     log_path = log_dir / "server.log"
+    if log_path.exists():
+        log_path = log_dir / f"server-{len(list(log_dir.glob('server*.log')))}.log"
     env = {**os.environ, **service_env, "HOST": "127.0.0.1", "PORT": str(port)}
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "tools.cli", "serve", "--workers", "2"], cwd=ROOT,
