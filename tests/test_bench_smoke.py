@@ -12,7 +12,8 @@ def test_bench_tooling_produces_every_figure_and_keeps_the_rest_of_the_file(tmp_
     output.write_text("# Benchmarks\n\n<!-- timeseries:begin -->\nkept as it is\n<!-- timeseries:end -->\n")
     figures = run.main(["--rest-seconds", "1", "--rounds", "1", "--connections", "2", "--rest-users", "2",
                         "--history", "3", "--fills", "200", "--event-users", "5", "--latency-seconds", "1",
-                        "--timeout", "60", "--output", str(output), "--note", str(tmp_path / "no-note.md")])
+                        "--timeout", "60", "--streams", "10", "--stream-rate", "20", "--stream-seconds", "1",
+                        "--output", str(output), "--note", str(tmp_path / "no-note.md")])
 
     for operation in run.rest.OPERATIONS:
         for target in ("ours", "ceiling"):
@@ -24,9 +25,12 @@ def test_bench_tooling_produces_every_figure_and_keeps_the_rest_of_the_file(tmp_
     assert events["latency"]["events"] >= 50 and events["latency"]["p99_ms"] > 0
     assert events["ceiling"]["events"] == 200 and events["ceiling"]["fills_per_s"] > 0
     assert figures["rest"]["rss_mb"] > 0 and events["rss_mb"] > 0
+    stream = figures["stream"]
+    assert stream["streams"] == 10 and stream["refused"] == 0 and stream["held_rss_mb"] > 0
+    assert stream["bookings"] > 0 and stream["deliveries"] == stream["expected_deliveries"]
     assert figures["ledger_consistent"] is True
 
     text = output.read_text()
     assert "<!-- timeseries:begin -->\nkept as it is\n<!-- timeseries:end -->" in text
     assert text.count(report.BEGIN) == 1 and text.count(report.END) == 1
-    assert "Fills/s, publish → commit" in text
+    assert "Fills/s, publish → commit" in text and "SSE streams held by one API worker" in text

@@ -29,6 +29,7 @@ from db.urls import psycopg_kwargs
 from tools import localnats
 from tools.bench import events as event_bench
 from tools.bench import report, rest
+from tools.bench import stream as stream_bench
 
 ROOT = Path(__file__).resolve().parents[2]
 GOALS = {"rest_ratio": 0.6, "fills_per_s": 5000, "events_ratio": 0.5, "p99_ms": 250, "rss_mb": 150}
@@ -104,8 +105,9 @@ def _wait_http(url: str, headers: dict, process: subprocess.Popen, log: Path, ti
     raise SystemExit(f"{url} not ready in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
 
 
-def seed_rest_users(count: int, transactions_each: int) -> list[tuple[str, str]]:
-    """Users with one funded sub-account and a page of history each; returns (token, sub-account id)."""
+def seed_rest_users(count: int, transactions_each: int, *, with_user_ids: bool = False) -> list[tuple]:
+    """Users with one funded sub-account and a page of history each; returns (token, sub-account id), or (token,
+    user id, sub-account id)."""
     from db import booking, engine, exchanges, legs, sub_accounts, users
     from db.access import Caller
     from db.commands import Entry, Transfer
@@ -122,7 +124,8 @@ def seed_rest_users(count: int, transactions_each: int) -> list[tuple[str, str]]
                                           opening_balance=Decimal(1000), info={})
             booking.book(conn, [Entry(user["id"], Transfer(account["id"], "credit", legs.QUANTUM * 1000, "deposit"))
                                 for _ in range(transactions_each)])
-        found.append((auth.mint(user["id"], ttl=3600), str(account["id"])))
+        token = auth.mint(user["id"], ttl=3600)
+        found.append((token, str(user["id"]), str(account["id"])) if with_user_ids else (token, str(account["id"])))
     return found
 
 
@@ -155,6 +158,22 @@ def bench_rest(args, env: dict, workdir: Path) -> dict:
     finally:
         _stop(ours)
         _stop(ceiling)
+
+
+def bench_stream(args, env: dict, workdir: Path) -> dict:
+    """One API worker with the feed on: streams held, its RSS, commit -> client latency at --stream-rate."""
+    users = [(token, user_id, account_id) for token, user_id, account_id in
+             seed_rest_users(args.streams // stream_bench.PER_USER, 0, with_user_ids=True)]
+    port = _free_port()
+    env = {**env, "FEED_ENABLED": "1", "HOST": "127.0.0.1", "PORT": str(port),
+           "STREAM_MAX_PER_WORKER": str(max(args.streams, 1000))}
+    server = _start([sys.executable, "-m", "tools.cli", "serve", "--workers", "1"], env, workdir / "stream.log")
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/health/ready", {}, server, workdir / "stream.log")
+        [worker] = _children(server.pid)
+        return stream_bench.measure(port, worker, users, args.streams, args.stream_rate, args.stream_seconds, env)
+    finally:
+        _stop(server)
 
 
 def bench_events(args, env: dict, database: Database, workdir: Path) -> dict:
@@ -219,7 +238,11 @@ def render(args, command: str, started: dt.datetime, figures: dict) -> str:
         "ceiling (tools/bench/ceiling_app.py: bare Flask, gunicorn 2 sync workers, same db/ calls and JWT check).",
         f"- Events: {args.fills} fills for {args.event_users} users published unpaced, `tiris consume` (defaults: "
         f"{args.batch} per batch); latency at half the measured rate; the ceiling writes the same rows by "
-        "batched inserts from one Python process.", "",
+        "batched inserts from one Python process.",
+        f"- Live feed: `tiris serve --workers 1` with FEED_ENABLED=1, {args.streams} SSE streams "
+        f"({stream_bench.PER_USER} per user) from plain asyncio sockets; deposits booked one per transaction by "
+        f"{stream_bench.BOOKERS} threads of another process for {args.stream_seconds:g} s; latency from each commit's "
+        "return to each of its user's streams receiving it.", "",
         "| Figure | Ours | Ceiling | Ratio | Goal | Met |", "|---|---|---|---|---|---|",
     ]
     for operation in rest.OPERATIONS:
@@ -242,6 +265,15 @@ def render(args, command: str, started: dt.datetime, figures: dict) -> str:
         f"{_met(rest_figures['rss_mb'] < GOALS['rss_mb'])} |",
         f"| Peak RSS, consumer (MB) | {ev['rss_mb']:.0f} | | | < {GOALS['rss_mb']} | "
         f"{_met(ev['rss_mb'] < GOALS['rss_mb'])} |",
+    ]
+    st = figures["stream"]
+    lines += [
+        f"| Live feed: SSE streams held by one API worker (RSS idle → held, MB) | {st['streams']} "
+        f"({st['idle_rss_mb']:.0f} → {st['held_rss_mb']:.0f}) | | | {args.streams} | {_met(st['refused'] == 0)} |",
+        f"| Live feed: commit → client at {st['bookings'] / st['seconds']:.0f} bookings/s (paced at "
+        f"{st['rate']:.0f}), p50 / p99 ms | {st['p50_ms']:.0f} / "
+        f"{st['p99_ms']:.0f} ({st['deliveries']} of {st['expected_deliveries']} delivered) | | | every one | "
+        f"{_met(st['deliveries'] == st['expected_deliveries'])} |",
         "", f"Publisher rate while unpaced: {ev['throughput']['publish_per_s']:.0f} events/s. "
         f"Ledger consistent afterwards (balance = credits − debits on every sub-account): "
         f"{'yes' if figures['ledger_consistent'] else 'NO'}.",
@@ -270,6 +302,9 @@ def parse_args(argv=None):
     parser.add_argument("--note", default=str(ROOT / "tools" / "bench" / "NOTE.md"),
                         help="a hand-written analysis appended to the section (where the time goes)")
     parser.add_argument("--skip-rest", action="store_true")
+    parser.add_argument("--streams", type=int, default=1000, help="SSE streams on one API worker")
+    parser.add_argument("--stream-rate", type=float, default=500, help="bookings/s while the streams are open")
+    parser.add_argument("--stream-seconds", type=float, default=10)
     return parser.parse_args(argv)
 
 
@@ -295,6 +330,7 @@ def main(argv=None) -> dict:
         if not args.skip_rest:
             figures["rest"] = bench_rest(args, env, Path(tmp))
         figures["events"] = bench_events(args, env, database, Path(tmp))
+        figures["stream"] = bench_stream(args, env, Path(tmp))
         figures["ledger_consistent"] = ledger_consistent(database.conninfo)
         engine.engine().dispose()
     if not args.skip_rest:
