@@ -25,8 +25,14 @@ def configure(settings: PoolSettings) -> sa.Engine:
     global _engine
     if _engine is not None:
         _engine.dispose()
-    _engine = sa.create_engine(
-        settings.database_url,
+    _engine = create(settings.database_url, settings)
+    return _engine
+
+
+def create(url: str, settings: PoolSettings, *, connect_timeout: int = 10) -> sa.Engine:
+    """A pool to the server at `url` (the primary, or a replica) with the service's pool settings."""
+    return sa.create_engine(
+        url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
@@ -34,12 +40,11 @@ def configure(settings: PoolSettings) -> sa.Engine:
         # No ping per checkout: it costs a round trip on every request. A connection the server dropped fails
         # once (503) and SQLAlchemy then discards the whole pool, so the next request reconnects.
         connect_args={
-            "connect_timeout": 10,
+            "connect_timeout": connect_timeout,
             "options": f"-c statement_timeout={settings.db_statement_timeout_ms} -c timezone=UTC",
             "application_name": "tiris-backend",
         },
     )
-    return _engine
 
 
 def engine() -> sa.Engine:
@@ -48,7 +53,7 @@ def engine() -> sa.Engine:
     return _engine
 
 
-def _is_outage(error: exc.DBAPIError | exc.TimeoutError) -> bool:
+def is_outage(error: exc.DBAPIError | exc.TimeoutError) -> bool:
     """A lost or refused connection (class 08, 57P) or an exhausted pool, as opposed to a bad statement."""
     if isinstance(error, exc.TimeoutError):
         return True
@@ -61,7 +66,7 @@ def _unavailable_when_down():
     try:
         yield
     except (exc.OperationalError, exc.TimeoutError) as error:
-        if not _is_outage(error):
+        if not is_outage(error):
             raise
         raise Unavailable() from error
 

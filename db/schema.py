@@ -550,3 +550,15 @@ stream_tickets = sa.Table(
     sa.Index("ix_stream_tickets_expires_at", "expires_at"),
     _gin_info("stream_tickets"),
 )
+
+# Where the primary's write-ahead log stood right after each user's latest REST write (db/replica.py): that user's
+# reads go to the primary until the replica has replayed past it. UNLOGGED: written after every write, it must not
+# cost a WAL flush or travel to the replica; after a crash of the primary it is empty (see README, "Read replica").
+write_positions = sa.Table(
+    "write_positions",
+    metadata,
+    sa.Column("user_id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("lsn", sa.BigInteger, nullable=False),  # bytes of WAL since 0/0: pg_lsn has no SQLAlchemy type
+    sa.Column("written_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    prefixes=["UNLOGGED"],
+)

@@ -1,5 +1,5 @@
 from consumers import progress
-from db import consumer_state, engine, health
+from db import consumer_state, engine, health, replica
 from generated.models import Health
 from tiris import config
 
@@ -16,6 +16,9 @@ def get_readiness():
     checks["nats"] = "ok" if progress.nats_reachable(config.current().nats_url) else "unreachable"
     ready = all(value == "ok" for value in checks.values())
     checks["consumer"] = _consumer() if checks["database"] == "ok" and checks["migrations"] == "ok" else "unknown"
+    replica_state = replica.status()  # reported, never deciding: reads fall back to the primary
+    if replica_state is not None:
+        checks["replica"] = replica_state
     return Health(status="ok" if ready else "unavailable", checks=checks), 200 if ready else 503
 
 

@@ -1,7 +1,7 @@
 import uuid
 from typing import Literal
 
-from db import balance_history, booking, engine, sub_accounts
+from db import balance_history, booking, engine, replica, sub_accounts
 from db.commands import Entry, Transfer
 from generated.models import (BalanceHistory, Deposit, SubAccount, SubAccountCreate, SubAccountList, Transaction,
                               Withdrawal)
@@ -60,6 +60,6 @@ def withdraw_from_sub_account(sub_account_id, body, token_info):
 
 
 def get_sub_account_balance_history(sub_account_id, bucket, token_info, start_time=None, end_time=None):
-    with engine.reading() as conn:
-        return as_model(BalanceHistory, balance_history.history(
-            conn, caller(token_info), sub_account_id, bucket, start_time, end_time))
+    who = caller(token_info)
+    return replica.read(who.id, lambda conn: as_model(BalanceHistory, balance_history.history(
+        conn, who, sub_account_id, bucket, start_time, end_time)))

@@ -1,6 +1,6 @@
 from dataclasses import replace
 
-from db import booking, engine, trading_logs
+from db import booking, engine, replica, trading_logs
 from db.commands import Entry, Log, Reversal, Trade, Transfer
 from generated.models import (NoteLogCreate, TradeLogCreate, TradingLog, TradingLogCreate, TradingLogList,
                               TradingLogSource, TradingLogType, TransferLogCreate, TransferType)
@@ -11,10 +11,10 @@ from tiris import metrics
 
 def list_trading_logs(token_info, limit=100, cursor=None, user_id=None, sub_account_id=None, exchange_id=None,
                       type=None, source=None, start_time=None, end_time=None):
-    with engine.reading() as conn:
-        return as_page(TradingLogList, TradingLog, trading_logs.list_page(
-            conn, caller(token_info), limit=limit, cursor=cursor, user_id=user_id, sub_account_id=sub_account_id,
-            exchange_id=exchange_id, type=type, source=source, start_time=start_time, end_time=end_time))
+    who = caller(token_info)
+    return replica.read(who.id, lambda conn: as_page(TradingLogList, TradingLog, trading_logs.list_page(
+        conn, who, limit=limit, cursor=cursor, user_id=user_id, sub_account_id=sub_account_id,
+        exchange_id=exchange_id, type=type, source=source, start_time=start_time, end_time=end_time)))
 
 
 def create_trading_log(body, token_info):

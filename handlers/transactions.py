@@ -3,7 +3,7 @@ from typing import Callable
 
 from pydantic import BaseModel
 
-from db import booking, engine, transactions
+from db import booking, engine, replica, transactions
 from db.access import Caller
 from db.commands import Entry, Log, Reversal
 from generated.models import ReversalRequest, TradingLogSource, TradingLogType, Transaction, TransactionList
@@ -12,10 +12,10 @@ from handlers import as_model, as_page, audit_trail, caller, idempotent_write
 
 def list_transactions(token_info, limit=100, cursor=None, user_id=None, sub_account_id=None, exchange_id=None,
                       direction=None, reason=None, start_time=None, end_time=None):
-    with engine.reading() as conn:
-        return as_page(TransactionList, Transaction, transactions.list_page(
-            conn, caller(token_info), limit=limit, cursor=cursor, user_id=user_id, sub_account_id=sub_account_id,
-            exchange_id=exchange_id, direction=direction, reason=reason, start_time=start_time, end_time=end_time))
+    who = caller(token_info)
+    return replica.read(who.id, lambda conn: as_page(TransactionList, Transaction, transactions.list_page(
+        conn, who, limit=limit, cursor=cursor, user_id=user_id, sub_account_id=sub_account_id,
+        exchange_id=exchange_id, direction=direction, reason=reason, start_time=start_time, end_time=end_time)))
 
 
 def get_transaction(transaction_id, token_info):

@@ -1,4 +1,4 @@
-from db import engine, sessions, users
+from db import engine, replica, sessions, users
 from generated.models import User, UserList, UserStats
 from handlers import as_model, as_page, audit_trail, caller
 
@@ -14,8 +14,8 @@ def update_current_user(body, token_info):
 
 
 def get_current_user_stats(token_info):
-    with engine.reading() as conn:
-        return as_model(UserStats, users.stats(conn, caller(token_info).id))
+    who = caller(token_info)
+    return replica.read(who.id, lambda conn: as_model(UserStats, users.stats(conn, who.id)))
 
 
 def list_users(limit=100, cursor=None, status=None):

@@ -10,13 +10,15 @@ import re
 from pathlib import Path
 
 import connexion
+import flask
 import yaml
+from connexion.context import context as operation_context
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
 from starlette.middleware.cors import CORSMiddleware
 
-from db import crypto, engine, feed
+from db import crypto, engine, feed, replica
 from tiris import cache, config, error_handlers, jsonify, logs, metrics, middleware, operations, ratelimit, stream
 from tiris.validation import VALIDATOR_MAP
 
@@ -44,6 +46,7 @@ def create_app(settings: config.Settings | None = None) -> connexion.FlaskApp:
     crypto.configure(settings)
     feed.configure(settings.feed_enabled)
     cache.configure(settings.database_url, settings.cache_ttl)
+    replica.configure(settings, lambda server, reason: metrics.DB_READS.labels(server, reason).inc())
     spec_paths = yaml.safe_load(SPEC.read_text())["paths"]
     by_handler = operations.by_handler(spec_paths, lambda operation: SnakeCaseResolver.name_of(
         operation["x-openapi-router-controller"], operation["operationId"]))
@@ -53,6 +56,8 @@ def create_app(settings: config.Settings | None = None) -> connexion.FlaskApp:
                                                     # the names the generated clients give the operations
                                                     swagger_ui_config={"displayOperationId": True}))
     error_handlers.register(app, spec_paths)
+    if replica.enabled():
+        app.app.after_request(_remember_write)
     # Each add at BEFORE_EXCEPTION lands inside the ones added before it.
     app.add_middleware(middleware.RequestIdMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
     app.add_middleware(middleware.SecurityHeaders, position=MiddlewarePosition.BEFORE_EXCEPTION)
@@ -71,3 +76,12 @@ def create_app(settings: config.Settings | None = None) -> connexion.FlaskApp:
     # The live feed (SSE and WebSocket), served asynchronously after routing, security, rate limits and validation.
     app.add_middleware(stream.StreamMiddleware, position=MiddlewarePosition.BEFORE_CONTEXT)
     return app
+
+
+def _remember_write(response: flask.Response) -> flask.Response:
+    """After a successful write by a user, and before its answer leaves: the user's next reads see it (db/replica)."""
+    if flask.request.method not in ("GET", "HEAD", "OPTIONS") and response.status_code < 400:
+        user = operation_context.get("user")
+        if user:
+            replica.wrote(user)
+    return response

