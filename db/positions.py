@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import UUID
 
+from db import bulk
 from db.cost_basis import Effect, Position, buy, rounded, sell, transfer
 from db.legs import MONEY_CONTEXT
 from generated.models import TradeType
@@ -168,6 +170,8 @@ def _unnest(prefix: str, columns: dict[str, str]) -> tuple[str, str]:
     return names, f"SELECT * FROM unnest({arrays}) AS u({names})"
 
 
+_TYPES = {"uuid": UUID(as_uuid=True), "text": sa.Text(), "numeric": sa.Numeric(), "bigint": sa.BigInteger(),
+          "date": sa.Date(), "timestamptz": sa.DateTime(timezone=True)}
 _SUMS = {"realized_pnl": "numeric", "fees": "numeric", "volume": "numeric", "trades": "bigint", "wins": "bigint",
          "losses": "bigint"}
 _EFFECTS = {"transaction_id": "uuid", "timestamp": "timestamptz", "user_id": "uuid", "sub_account_id": "uuid",
@@ -221,19 +225,8 @@ def write(conn: sa.Connection, changes: Changes, touched: set[uuid.UUID] | None 
                                   ("d", _DAYS, list(changes.days.values())),
                                   ("s", _SOURCES, list(changes.sources.values()))):
         for name, kind in columns.items():
-            params[f"{prefix}_{name}"] = _array_literal([row[name] for row in rows], kind)
+            params[f"{prefix}_{name}"] = bulk.literal([row[name] for row in rows], _TYPES[kind])
     conn.exec_driver_sql(_WRITE, params)
-
-
-def _array_literal(values: list, kind: str) -> str:
-    """A PostgreSQL array literal, cast in SQL: one string per column is far cheaper to send than a list of
-    adapted values (the hook's cost is mostly the client's, not the server's)."""
-    if kind == "text":
-        return "{" + ",".join("NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-                              for v in values) + "}"
-    if kind == "timestamptz":
-        return "{" + ",".join(f'"{v.isoformat()}"' for v in values) + "}"
-    return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
 
 
 def apply(conn: sa.Connection, entries, outcomes, accounts) -> None:
