@@ -43,7 +43,7 @@ def literal(values, item: sa.types.TypeEngine) -> str:
 class Array(sa.types.TypeDecorator):
     """A bind of a list of `item`s, sent as its array literal and cast to `item[]` in the statement."""
 
-    impl = sa.Text
+    impl = sa.types.NullType  # no bind cast: the server reads the parameter as the array type it is cast to
     cache_ok = True
 
     def __init__(self, item: sa.types.TypeEngine):

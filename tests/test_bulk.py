@@ -50,3 +50,12 @@ def test_an_update_sets_the_named_columns_of_the_rows_its_keys_name_and_nothing_
     assert [tuple(row) for row in rows] == [(1, 'a"b\\c', Decimal(1), ["x,y", "{z}"]),
                                             (2, "row 2", Decimal(2), ["a"]),
                                             (3, None, Decimal(3), [])]
+
+
+def test_a_list_bound_as_an_array_is_parsed_once_not_for_every_row_a_filter_reads(settings):
+    statement = sa.text("EXPLAIN (VERBOSE) SELECT count(*) FROM generate_series(1, 1000) AS g(n) "
+                        "WHERE n = ANY(:values)").bindparams(sa.bindparam("values", type_=bulk.Array(sa.Integer())))
+    with engine.transaction() as conn:
+        plan = "\n".join(conn.execute(statement, {"values": [1, 2, 3]}).scalars())
+    assert "'{1,2,3}'::integer[]" in plan, plan  # a constant of the plan
+    assert "cstring" not in plan, plan  # not a text-to-array conversion evaluated per row
