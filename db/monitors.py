@@ -17,7 +17,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from db import feed
-from db.errors import NotFound
+from db.errors import Refused
 from db.schema import balance_monitors, sub_accounts
 
 PUBLIC_COLUMNS = [balance_monitors.c[name] for name in (
@@ -50,7 +50,8 @@ def observe(monitor: Monitor, feed_id: int, available: Decimal, at) -> tuple[Mon
 
 def replace_all(conn: sa.Connection, user_id: uuid.UUID, webhook_id: uuid.UUID, wanted: list[dict]) -> None:
     """Makes `wanted` ({sub_account_id, threshold, direction}) the webhook's monitors, each starting from its
-    sub-account's available balance now. 404 when a sub-account is not the user's."""
+    sub-account's available balance now. Refused (UNKNOWN_SUB_ACCOUNT) when a sub-account is not the user's: a
+    422 rather than a 404, which on an update would read as the webhook itself being gone."""
     conn.execute(sa.delete(balance_monitors).where(balance_monitors.c.webhook_id == webhook_id))
     if not wanted:
         return
@@ -58,8 +59,9 @@ def replace_all(conn: sa.Connection, user_id: uuid.UUID, webhook_id: uuid.UUID, 
     ids = list({uuid.UUID(str(m["sub_account_id"])) for m in wanted})
     available = dict(conn.execute(sa.select(sub_accounts.c.id, sub_accounts.c.balance - sub_accounts.c.locked).where(
         sub_accounts.c.id.in_(ids), sub_accounts.c.user_id == user_id, sub_accounts.c.deleted_at.is_(None))).all())
-    if len(available) != len(ids):
-        raise NotFound("Sub-account not found.")
+    if missing := sorted(str(i) for i in set(ids) - set(available)):
+        raise Refused("A monitor names a sub-account you do not have.", code="UNKNOWN_SUB_ACCOUNT",
+                      details={"sub_account_ids": missing})
     conn.execute(sa.insert(balance_monitors), [
         {"webhook_id": webhook_id, "user_id": user_id, "sub_account_id": uuid.UUID(str(m["sub_account_id"])),
          "threshold": Decimal(m["threshold"]), "direction": m["direction"], "since_feed_id": since,

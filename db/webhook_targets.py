@@ -95,10 +95,12 @@ def check_url(url: str, allowed: Allowed) -> Target:
     """The URL's target, if WEBHOOK_ALLOWED_HOSTS allows it (by name and, for an address, by address)."""
     try:
         parts = urlsplit(url)
-        port = parts.port
         raw_host = parts.hostname or ""
-    except ValueError as error:
-        raise _refuse("", f"not a URL: {error}") from None
+        port = parts.port
+    except ValueError:
+        raise _refuse("", "the port must be 1..65535") from None
+    if port == 0:
+        raise _refuse(raw_host, "the port must be 1..65535")
     if parts.scheme not in ("http", "https"):
         raise _refuse(raw_host, "the URL must be https://")
     if parts.username is not None or parts.password is not None or parts.fragment:

@@ -769,11 +769,11 @@ class WebhookUrl(RootModel[str]):
     root: Annotated[
         str,
         Field(
-            description="Where deliveries are POSTed: an `https://` URL (plain `http://` only for a host the deployment lists in `WEBHOOK_ALLOWED_HOSTS`), without user information or a fragment. Its host must be allowed by `WEBHOOK_ALLOWED_HOSTS` and may not be or resolve to a loopback, private, link-local or otherwise non-public address unless the deployment lists that very host; a refused URL is a 422 `WEBHOOK_TARGET_REFUSED`. The same check runs again before each delivery, on the addresses the name resolves to then.",
+            description="Where deliveries are POSTed: an `https://` URL (plain `http://` only for a host the deployment lists in `WEBHOOK_ALLOWED_HOSTS`) whose host is a DNS name (international names in their `xn--` form), an IPv4 address or a bracketed IPv6 address, with an optional port, path and query, without user information or a fragment. Its host must be allowed by `WEBHOOK_ALLOWED_HOSTS` and may not be or resolve to a loopback, private, link-local or otherwise non-public address unless the deployment lists that very host; a refused URL is a 422 `WEBHOOK_TARGET_REFUSED`. The same check runs again before each delivery, on the addresses the name resolves to then.",
             examples=["https://hooks.example.com/tiris"],
             max_length=2000,
             min_length=8,
-            pattern="^https?://[^\\u0000-\\u0020]+$",
+            pattern="^https?://([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\\.?|\\[[0-9A-Fa-f:.]{2,45}\\])(:[0-9]{1,5})?([/?][^\\u0000-\\u0020#]*)?$",
         ),
     ]
 
@@ -938,7 +938,7 @@ class BalanceMonitorCreate(BaseModel):
     )
     direction: MonitorDirection
     sub_account_id: Annotated[
-        UUID, Field(description="One of the caller's sub-accounts (else 404).")
+        UUID, Field(description="One of the caller's sub-accounts (else 422).")
     ]
     threshold: DecimalModel
 

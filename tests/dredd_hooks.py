@@ -465,12 +465,10 @@ def _plan_for(method: str, path: str, status: str):
         ("GET", "/v1/portfolio/summary", "400"): lambda t: _query(t, "quote=usdt"),
         ("GET", "/v1/portfolio/pnl", "400"): lambda t: _query(t, "bucket=year"),
         ("GET", "/v1/portfolio/performance", "400"): lambda t: _query(t, "quote=usdt"),
-        # Webhooks: an event type the feed does not have (400), a monitor on a sub-account the caller does not have
-        # (404), a private address as the target (422, WEBHOOK_TARGET_REFUSED with the example's details), another
-        # user's webhooks to a user (403).
+        # Webhooks: an event type the feed does not have (400), a private address as the target (422,
+        # WEBHOOK_TARGET_REFUSED with the example's details), another user's webhooks to a user (403).
         ("POST", "/v1/webhooks", "400"): lambda t: _body(t, lambda b: b.update(events=["order.placed"])),
         ("PATCH", "/v1/webhooks/{webhook_id}", "400"): lambda t: _body(t, lambda b: b.update(events=["order.placed"])),
-        ("POST", "/v1/webhooks", "404"): lambda t: _body(t, lambda b: b["monitors"][0].update(sub_account_id=UNKNOWN_ID)),
         ("POST", "/v1/webhooks", "422"): lambda t: _body(t, lambda b: b.update(url="https://10.0.0.7/hook")),
         ("PATCH", "/v1/webhooks/{webhook_id}", "422"): lambda t: _body(t, lambda b: b.update(url="https://10.0.0.7/h")),
         ("GET", "/v1/webhooks", "403"): lambda t: _query(t, f"user_id={s['users']['target']}"),

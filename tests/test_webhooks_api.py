@@ -73,7 +73,8 @@ def test_an_update_replaces_what_it_names_and_a_delete_ends_the_webhook(api, all
     ("https://0.0.0.0/hook", "0.0.0.0 is not a public address"),
     ("https://localhost/hook", "localhost resolves to 127.0.0.1, which is not a public address"),
     ("http://hooks.example.com/hook", "the URL must be https://"),
-    ("https://user:pass@hooks.example.com/hook", "the URL may not carry user information or a fragment"),
+    ("https://hooks.example.com:0/hook", "the port must be 1..65535"),
+    ("https://hooks.example.com:70000/hook", "the port must be 1..65535"),
 ])
 def test_a_loopback_private_or_link_local_target_or_plain_http_is_refused_at_creation(api, allow, url, reason):
     allow("*")
@@ -81,6 +82,13 @@ def test_a_loopback_private_or_link_local_target_or_plain_http_is_refused_at_cre
                          "WEBHOOK_TARGET_REFUSED")
     assert reason in error["details"]["reason"], error
     assert api.get("/v1/webhooks")[1]["items"] == []
+
+
+@pytest.mark.parametrize("url", ["https://user:pass@hooks.example.com/hook", "https://hooks.example.com/#x",
+                                 "https://hooks.example.com /x", "ftp://hooks.example.com/", "https://-a.example.com/"])
+def test_a_url_the_contract_does_not_allow_is_a_400(api, url):
+    error = expect_error(api.post("/v1/webhooks", json={"url": url, "events": []}), 400, "VALIDATION_ERROR")
+    assert error["details"][0]["field"] == "url", error
 
 
 def test_a_host_listed_by_itself_may_be_private_or_plain_http_and_an_unlisted_one_is_refused(api, allow):
@@ -111,8 +119,10 @@ def test_one_user_cannot_see_or_change_another_users_webhooks(make_api, allow):
     assert bob.get("/v1/webhooks")[1]["items"] == []
     expect_error(bob.get(f"/v1/webhooks?user_id={alice.user['id']}"), 403, "FORBIDDEN")
     # A monitor names the caller's own sub-account, or none.
-    expect_error(bob.post("/v1/webhooks", json={"url": "https://hooks.example.com/b", "events": [], "monitors": [
-        {"sub_account_id": usdt["id"], "threshold": "1", "direction": "above"}]}), 404, "NOT_FOUND")
+    monitor = {"sub_account_id": usdt["id"], "threshold": "1", "direction": "above"}
+    error = expect_error(bob.post("/v1/webhooks", json={"url": "https://hooks.example.com/b", "events": [],
+                                                        "monitors": [monitor]}), 422, "UNKNOWN_SUB_ACCOUNT")
+    assert error["details"] == {"sub_account_ids": [usdt["id"]]}
     assert alice.get(f"/v1/webhooks/{hook['id']}")[1]["url"] == "https://hooks.example.com/a"
 
 
