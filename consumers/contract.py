@@ -111,6 +111,14 @@ def _inline(node, defs: dict, seen: tuple = ()):
     return {key: _inline(value, defs, seen) for key, value in node.items()}
 
 
+def received_channels(document: dict) -> dict[str, dict]:
+    """The channels the service receives (NATS subjects, by name): those of the `receive` operations. The document
+    also describes what the service sends (webhooks), which is not for the consumer."""
+    names = {op["channel"]["$ref"].rsplit("/", 1)[-1] for op in document["operations"].values()
+             if op["action"] == "receive"}
+    return {name: channel for name, channel in document["channels"].items() if name in names}
+
+
 def load_channels() -> dict[str, Channel]:
     # Imported here: tools/generate.py imports this module to write generated/, which may be missing or stale then.
     from generated import models
@@ -119,7 +127,7 @@ def load_channels() -> dict[str, Channel]:
     contract = merged_schemas()
     checker = FormatChecker()
     channels = {}
-    for channel in document["channels"].values():
+    for channel in received_channels(document).values():
         prefix = channel["address"].removesuffix(".{user_id}")
         for message in channel["messages"].values():
             message = _resolve(document, message["$ref"]) if "$ref" in message else message

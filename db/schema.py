@@ -562,3 +562,79 @@ write_positions = sa.Table(
     sa.Column("written_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
     prefixes=["UNLOGGED"],
 )
+
+
+# --- webhooks: the live feed delivered to the users' endpoints by `tiris deliver`
+
+# A user's subscription of a URL to feed event types. `cursor` is the last feed id its deliveries were made for
+# (fan-out takes the row's lock, so two deliverers never make them twice); the signing secret is sealed at rest.
+webhooks = sa.Table(
+    "webhooks",
+    metadata,
+    _id(),
+    sa.Column("user_id", UUID(as_uuid=True), sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("events", ARRAY(sa.Text), nullable=False, server_default=sa.text("'{}'::text[]")),
+    sa.Column("description", sa.Text),
+    sa.Column("secret_ciphertext", sa.LargeBinary, nullable=False),
+    sa.Column("key_id", sa.Text, nullable=False),
+    sa.Column("cursor", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    _info(),
+    *_timestamps(),
+    sa.Column("deleted_at", sa.DateTime(timezone=True)),
+    sa.Index("ix_webhooks_user_id_created_at", "user_id", "created_at"),
+    _gin_info("webhooks"),
+)
+
+# A balance monitor: fires once each time its sub-account's available balance crosses `threshold` in `direction`.
+# `beyond` is where the last balance it saw stood; feed events up to `since_feed_id` (its creation) are not its.
+balance_monitors = sa.Table(
+    "balance_monitors",
+    metadata,
+    _id(),
+    sa.Column("webhook_id", UUID(as_uuid=True), sa.ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("user_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("sub_account_id", UUID(as_uuid=True), sa.ForeignKey("sub_accounts.id"), nullable=False),
+    sa.Column("threshold", MONEY, nullable=False),
+    sa.Column("direction", sa.Text, nullable=False),
+    sa.Column("beyond", sa.Boolean, nullable=False),
+    sa.Column("since_feed_id", sa.BigInteger, nullable=False),
+    sa.Column("last_crossed_at", sa.DateTime(timezone=True)),
+    sa.Column("position", sa.Integer, nullable=False),  # in the webhook's list, as the request gave it
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    _info(),
+    sa.CheckConstraint("direction IN ('below', 'above')", name="direction"),
+    sa.CheckConstraint("threshold >= 0", name="threshold_not_negative"),
+    sa.Index("ix_balance_monitors_webhook_id", "webhook_id"),
+    _gin_info("balance_monitors"),
+)
+
+# One event to send to one webhook, and how sending it went. `body` is the exact JSON every attempt sends. A claim
+# counts the attempt and sets `leased_until` (past the attempt's time-out); the outcome is written only by the claim
+# that made that attempt, while it is leased, and ends the lease. No `info` column: rows are many and short-lived.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    _id(),
+    sa.Column("webhook_id", UUID(as_uuid=True), sa.ForeignKey("webhooks.id"), nullable=False),
+    sa.Column("user_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("event_type", sa.Text, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False, server_default="pending"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("last_status_code", sa.Integer),
+    sa.Column("last_error", sa.Text),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
+    sa.Column("leased_until", sa.DateTime(timezone=True)),  # an attempt is in flight (claimed, not yet recorded)
+    sa.Column("delivered_at", sa.DateTime(timezone=True)),
+    *_timestamps(),
+    sa.UniqueConstraint("webhook_id", "event_id"),
+    sa.CheckConstraint("status IN ('pending', 'retrying', 'succeeded', 'failed')", name="status"),
+    sa.CheckConstraint("(status IN ('pending', 'retrying')) = (next_attempt_at IS NOT NULL)", name="due_while_open"),
+    sa.CheckConstraint("(status = 'succeeded') = (delivered_at IS NOT NULL)", name="delivered_once"),
+    sa.Index("ix_webhook_deliveries_due", "next_attempt_at",
+             postgresql_where=sa.text("status IN ('pending', 'retrying')")),
+    sa.Index("ix_webhook_deliveries_webhook_id_created_at", "webhook_id", "created_at"),
+    sa.Index("ix_webhook_deliveries_created_at", "created_at", postgresql_using="brin"),
+)

@@ -301,6 +301,28 @@ class HistoryBucket(StrEnum):
     field_1d = "1d"
 
 
+class Status2(StrEnum):
+    open = "open"
+    released = "released"
+    settled = "settled"
+    expired = "expired"
+
+
+class Hold(BaseModel):
+    amount: DecimalModel
+    exchange_id: UUID
+    expires_at: AwareDatetime | None = None
+    id: UUID
+    order_id: Annotated[
+        str | None, Field(description="The bot's order id; null for a hold of its own.")
+    ]
+    remaining: DecimalModel
+    status: Status2
+    sub_account_id: UUID
+    updated_at: AwareDatetime
+    user_id: UUID
+
+
 class Info(RootModel[dict[str, Any]]):
     root: Annotated[dict[str, Any], Field(max_length=64)]
 
@@ -334,6 +356,11 @@ class LogoutRequest(BaseModel):
             description="Revoke every session of the caller, not only the one the access token belongs to."
         ),
     ] = False
+
+
+class MonitorDirection(StrEnum):
+    below = "below"
+    above = "above"
 
 
 class NoteType(StrEnum):
@@ -670,6 +697,87 @@ class UserUpdate(BaseModel):
     username: Annotated[str | None, Field(pattern="^[A-Za-z0-9_.-]{3,50}$")] = None
 
 
+class WebhookDeliveryStatus(StrEnum):
+    pending = "pending"
+    retrying = "retrying"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class WebhookEventType(StrEnum):
+    transaction_booked = "transaction.booked"
+    order_updated = "order.updated"
+    hold_changed = "hold.changed"
+    trading_log_created = "trading_log.created"
+    balance_changed = "balance.changed"
+    dead_letter_created = "dead_letter.created"
+    bot_heartbeat = "bot.heartbeat"
+    balance_threshold_crossed = "balance.threshold_crossed"
+
+
+class WebhookEvents(RootModel[list[FeedEventType]]):
+    root: Annotated[
+        list[FeedEventType],
+        Field(
+            description="The live feed's event types to deliver; may be empty when the webhook is for its monitors only.",
+            max_length=7,
+        ),
+    ]
+
+
+class WebhookHeaders(BaseModel):
+    Tiris_Event_Id: Annotated[
+        str,
+        Field(
+            alias="Tiris-Event-Id",
+            description="The event's id (the body's `id`), the same on every attempt; de-duplicate on it.",
+        ),
+    ]
+    Tiris_Signature: Annotated[
+        str,
+        Field(
+            alias="Tiris-Signature",
+            description='`t=TIMESTAMP,v1=HEX`: HEX is the hex HMAC-SHA256 of `TIMESTAMP + "." + BODY`, keyed with the webhook\'s secret.',
+            pattern="^t=[0-9]{1,12},v1=[0-9a-f]{64}$",
+        ),
+    ]
+    Tiris_Timestamp: Annotated[
+        str,
+        Field(
+            alias="Tiris-Timestamp",
+            description="The Unix time (seconds) at which this attempt was signed.",
+            pattern="^[0-9]{1,12}$",
+        ),
+    ]
+
+
+class WebhookHoldChanged(BaseModel):
+    created_at: Annotated[AwareDatetime, Field(description="When the event happened.")]
+    data: Hold
+    id: Annotated[
+        str,
+        Field(
+            description="The event's id, also sent as `Tiris-Event-Id`.", min_length=1
+        ),
+    ]
+    type: WebhookEventType
+    user_id: UUID
+    webhook_id: UUID
+
+
+class WebhookUrl(RootModel[str]):
+    root: Annotated[
+        str,
+        Field(
+            description="Where deliveries are POSTed: an `https://` URL (plain `http://` only for a host the deployment lists in `WEBHOOK_ALLOWED_HOSTS`) whose host is a DNS name (international names in their `xn--` form), an IPv4 address or a bracketed IPv6 address, with an optional port, path and query, without user information or a fragment. Its host must be allowed by `WEBHOOK_ALLOWED_HOSTS` and may not be or resolve to a loopback, private, link-local or otherwise non-public address unless the deployment lists that very host; a refused URL is a 422 `WEBHOOK_TARGET_REFUSED`. The same check runs again before each delivery, on the addresses the name resolves to then.",
+            examples=["https://hooks.example.com/tiris"],
+            max_length=2000,
+            min_length=8,
+            pattern="^https?://([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\\.?|\\[[0-9A-Fa-f:.]{2,45}\\])(:[0-9]{1,5})?([/?][^\\u0000-\\u0020#]*)?$",
+        ),
+    ]
+
+
 class Reason1(StrEnum):
     withdraw = "withdraw"
     adjustment = "adjustment"
@@ -808,6 +916,39 @@ class BalanceLockEvent(BaseModel):
         AwareDatetime, Field(description="When it happened, at the bot.")
     ]
     user_id: Annotated[UUID, Field(description="Equal to the subject's last token.")]
+
+
+class BalanceMonitor(BaseModel):
+    beyond: Annotated[
+        bool,
+        Field(
+            description="Whether the available balance was beyond the threshold at the last event the monitor saw."
+        ),
+    ]
+    direction: MonitorDirection
+    id: UUID
+    last_crossed_at: AwareDatetime | None
+    sub_account_id: UUID
+    threshold: DecimalModel
+
+
+class BalanceMonitorCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    direction: MonitorDirection
+    sub_account_id: Annotated[
+        UUID, Field(description="One of the caller's sub-accounts (else 422).")
+    ]
+    threshold: DecimalModel
+
+
+class BalanceThresholdCrossing(BaseModel):
+    available: DecimalModel
+    direction: MonitorDirection
+    monitor_id: UUID
+    sub_account: SubAccount
+    threshold: DecimalModel
 
 
 class BalanceUpdatedEvent(BaseModel):
@@ -1580,6 +1721,183 @@ class UserList(BaseModel):
     next_cursor: str | None = None
 
 
+class Webhook(BaseModel):
+    created_at: AwareDatetime
+    description: str | None
+    events: Annotated[
+        list[FeedEventType],
+        Field(
+            description="The live feed's event types delivered (the monitors' crossings come in addition)."
+        ),
+    ]
+    id: UUID
+    monitors: list[BalanceMonitor]
+    updated_at: AwareDatetime
+    url: WebhookUrl
+    user_id: UUID
+
+
+class WebhookBalanceChanged(BaseModel):
+    created_at: Annotated[AwareDatetime, Field(description="When the event happened.")]
+    data: SubAccount
+    id: Annotated[
+        str,
+        Field(
+            description="The event's id, also sent as `Tiris-Event-Id`.", min_length=1
+        ),
+    ]
+    type: WebhookEventType
+    user_id: UUID
+    webhook_id: UUID
+
+
+class WebhookBalanceThresholdCrossed(BaseModel):
+    created_at: Annotated[AwareDatetime, Field(description="When the event happened.")]
+    data: BalanceThresholdCrossing
+    id: Annotated[
+        str,
+        Field(
+            description="The event's id, also sent as `Tiris-Event-Id`.", min_length=1
+        ),
+    ]
+    type: WebhookEventType
+    user_id: UUID
+    webhook_id: UUID
+
+
+class WebhookBotHeartbeat(BaseModel):
+    created_at: Annotated[AwareDatetime, Field(description="When the event happened.")]
+    data: BotStatus
+    id: Annotated[
+        str,
+        Field(
+            description="The event's id, also sent as `Tiris-Event-Id`.", min_length=1
+        ),
+    ]
+    type: WebhookEventType
+    user_id: UUID
+    webhook_id: UUID
+
+
+class WebhookDeadLetterCreated(BaseModel):
+    created_at: Annotated[AwareDatetime, Field(description="When the event happened.")]
+    data: DeadLetter
+    id: Annotated[
+        str,
+        Field(
+            description="The event's id, also sent as `Tiris-Event-Id`.", min_length=1
+        ),
+    ]
+    type: WebhookEventType
+    user_id: UUID
+    webhook_id: UUID
+
+
+class WebhookDelivery(BaseModel):
+    attempts: Annotated[int, Field(ge=0)]
+    created_at: AwareDatetime
+    delivered_at: AwareDatetime | None
+    event_id: Annotated[
+        str,
+        Field(
+            description="The `Tiris-Event-Id` of the event: the same on every attempt."
+        ),
+    ]
+    event_type: WebhookEventType
+    id: UUID
+    last_error: Annotated[str | None, Field(description="Why the last attempt failed.")]
+    last_status_code: Annotated[
+        int | None, Field(description="The HTTP status of the last answer.")
+    ]
+    next_attempt_at: Annotated[
+        AwareDatetime | None, Field(description="While pending or retrying.")
+    ]
+    status: WebhookDeliveryStatus
+    updated_at: AwareDatetime
+    webhook_id: UUID
+
+
+class WebhookDeliveryList(BaseModel):
+    items: list[WebhookDelivery]
+    next_cursor: str | None = None
+
+
+class WebhookList(BaseModel):
+    items: list[Webhook]
+    next_cursor: str | None = None
+
+
+class WebhookMonitors(RootModel[list[BalanceMonitorCreate]]):
+    root: Annotated[
+        list[BalanceMonitorCreate],
+        Field(
+            description="Balance monitors of this webhook. On an update the list replaces the webhook's monitors; a new monitor starts from the sub-account's available balance now (it fires on the next crossing, never for the past).",
+            max_length=20,
+        ),
+    ]
+
+
+class WebhookOrderUpdated(BaseModel):
+    created_at: Annotated[AwareDatetime, Field(description="When the event happened.")]
+    data: Order
+    id: Annotated[
+        str,
+        Field(
+            description="The event's id, also sent as `Tiris-Event-Id`.", min_length=1
+        ),
+    ]
+    type: WebhookEventType
+    user_id: UUID
+    webhook_id: UUID
+
+
+class WebhookTradingLogCreated(BaseModel):
+    created_at: Annotated[AwareDatetime, Field(description="When the event happened.")]
+    data: TradingLog
+    id: Annotated[
+        str,
+        Field(
+            description="The event's id, also sent as `Tiris-Event-Id`.", min_length=1
+        ),
+    ]
+    type: WebhookEventType
+    user_id: UUID
+    webhook_id: UUID
+
+
+class WebhookTransactionBooked(BaseModel):
+    created_at: Annotated[AwareDatetime, Field(description="When the event happened.")]
+    data: Transaction
+    id: Annotated[
+        str,
+        Field(
+            description="The event's id, also sent as `Tiris-Event-Id`.", min_length=1
+        ),
+    ]
+    type: WebhookEventType
+    user_id: UUID
+    webhook_id: UUID
+
+
+class WebhookUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    description: Annotated[str | None, Field(max_length=500)] = None
+    events: WebhookEvents | None = None
+    monitors: WebhookMonitors | None = None
+    url: WebhookUrl | None = None
+
+
+class WebhookWithSecret(Webhook):
+    secret: Annotated[
+        str,
+        Field(
+            description="The key of the deliveries' signatures (`Tiris-Signature`). Shown once, in this answer only; it is stored encrypted."
+        ),
+    ]
+
+
 class BalanceHistory(BaseModel):
     bucket: HistoryBucket
     end_time: Annotated[
@@ -1626,3 +1944,13 @@ class TradingLogCreate(RootModel[TradeLogCreate | TransferLogCreate | NoteLogCre
         TradeLogCreate | TransferLogCreate | NoteLogCreate,
         Field(description="The body's shape follows `type`."),
     ]
+
+
+class WebhookCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    description: Annotated[str | None, Field(max_length=500)] = None
+    events: WebhookEvents
+    monitors: WebhookMonitors | None = None
+    url: WebhookUrl

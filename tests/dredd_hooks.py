@@ -264,12 +264,29 @@ def _events() -> None:
         state["letter_invalid"] = letter("dredd-junk-1", "{not json", 4)  # re-driving it is still a 422
 
 
+def _webhooks(api: Client) -> None:
+    """Webhooks shaped like the example (a monitor, a description), one with a delivery in its log (made by the
+    deliverer's fan-out, through the DB layer: only `tiris deliver` makes deliveries)."""
+    from db import engine, webhook_deliveries
+
+    def webhook() -> str:
+        return api.call("POST", "/v1/webhooks", 201, json={
+            "url": "https://hooks.example.com/dredd", "events": ["transaction.booked"], "description": "Dredd",
+            "monitors": [{"sub_account_id": state["usdt"], "threshold": "1000", "direction": "below"}]})["id"]
+
+    state["webhook"], state["webhook_to_patch"], state["webhook_to_delete"] = webhook(), webhook(), webhook()
+    api.call("POST", f"/v1/sub-accounts/{state['usdt']}/deposit", 201, json={"amount": "1"})
+    with engine.transaction() as conn:
+        webhook_deliveries.fan_out(conn)
+
+
 @hooks.before_all
 @guarded
 def make_fixtures(transactions):
     _users_and_tokens()
     _ledger(Client(os.environ["TIRIS_URL"], state["user_token"]))
     _events()
+    _webhooks(Client(os.environ["TIRIS_URL"], state["user_token"]))
 
 
 # ---------------------------------------------------------------- per-transaction plans
@@ -374,12 +391,17 @@ def _plan_for(method: str, path: str, status: str):
         ("GET", "/v1/trading-logs/{trading_log_id}"): {"trading_log_id": s["trade_log"]},
         ("DELETE", "/v1/trading-logs/{trading_log_id}"): {"trading_log_id": s["note_log"]},
         ("POST", "/v1/events/dead-letters/{dead_letter_id}/redrive"): {"dead_letter_id": s["letter_redrivable"]},
+        ("GET", "/v1/webhooks/{webhook_id}"): {"webhook_id": s["webhook"]},
+        ("PATCH", "/v1/webhooks/{webhook_id}"): {"webhook_id": s["webhook_to_patch"]},
+        ("DELETE", "/v1/webhooks/{webhook_id}"): {"webhook_id": s["webhook_to_delete"]},
+        ("GET", "/v1/webhooks/{webhook_id}/deliveries"): {"webhook_id": s["webhook"]},
     }
     # Ids inside the request examples, mapped to the fixtures.
     body_ids = {
         ("POST", "/v1/sub-accounts"): lambda b: b.update(exchange_id=s["exchange"]),
         ("POST", "/v1/trading-logs"): lambda b: (b.update(exchange_id=s["exchange"]), b["trade"].update(
             base_sub_account_id=s["eth"], quote_sub_account_id=s["usdt"])),
+        ("POST", "/v1/webhooks"): lambda b: b["monitors"][0].update(sub_account_id=s["usdt"]),
     }
     # The one change that turns the example request into the documented error, per (method, path, status).
     errors = {
@@ -443,6 +465,13 @@ def _plan_for(method: str, path: str, status: str):
         ("GET", "/v1/portfolio/summary", "400"): lambda t: _query(t, "quote=usdt"),
         ("GET", "/v1/portfolio/pnl", "400"): lambda t: _query(t, "bucket=year"),
         ("GET", "/v1/portfolio/performance", "400"): lambda t: _query(t, "quote=usdt"),
+        # Webhooks: an event type the feed does not have (400), a private address as the target (422,
+        # WEBHOOK_TARGET_REFUSED with the example's details), another user's webhooks to a user (403).
+        ("POST", "/v1/webhooks", "400"): lambda t: _body(t, lambda b: b.update(events=["order.placed"])),
+        ("PATCH", "/v1/webhooks/{webhook_id}", "400"): lambda t: _body(t, lambda b: b.update(events=["order.placed"])),
+        ("POST", "/v1/webhooks", "422"): lambda t: _body(t, lambda b: b.update(url="https://10.0.0.7/hook")),
+        ("PATCH", "/v1/webhooks/{webhook_id}", "422"): lambda t: _body(t, lambda b: b.update(url="https://10.0.0.7/h")),
+        ("GET", "/v1/webhooks", "403"): lambda t: _query(t, f"user_id={s['users']['target']}"),
     }
     # Listings whose first item must carry every key of the example's first item (Dredd compares them
     # position by position): narrowed to rows shaped like the example.

@@ -22,9 +22,9 @@ import sqlalchemy as sa
 import yaml
 
 from consumers import applier
-from consumers.contract import load_channels
+from consumers.contract import load_channels, received_channels
 from consumers.parse import Incoming, parse
-from db import dead_letters, engine, sessions, users
+from db import dead_letters, engine, monitors, sessions, users, webhook_deliveries
 from tests.conftest import Api
 from tests.helpers import create_exchange, create_sub_account
 from tests.oauth_provider import REDIRECT_URI, approve
@@ -40,6 +40,7 @@ DEPOSIT = "0b8f3c1e-7a42-4f0e-9c55-2d7e1a9b4c61"  # the Transaction example: 100
 TRADING_LOG = "5d2c8b7a-1e3f-4a6b-9c0d-8e7f6a5b4c3d"  # the TradingLog example: long 2 ETH at 3000, fee 12
 ORDER = "0b7c8d9e-1f2a-4b3c-8d4e-5f6a7b8c9d0e"
 DEAD_LETTER = "4b3c2d1e-0f9a-4b8c-8d7e-6f5a4b3c2d1e"
+WEBHOOK, MONITOR = "7e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b", "8f2a3b4c-5d6e-4f7a-9b0c-1d2e3f4a5b6c"
 REFRESH_TOKEN = "8xLOxBtZp8VpJc4QnS5pC3m1yq0kQ2uXwq9m0H2v7Zk"
 LOGIN_STATE, LOGIN_CODE = "Vq2mX0yQ", "4/0AX4XfWh-example"
 
@@ -79,7 +80,7 @@ def _channels() -> dict:
 def _event(event_type: str) -> tuple[str, dict]:
     """(subject, payload) of asyncapi.yaml's example of this event type (they are all the example user's)."""
     document = yaml.safe_load((ROOT / "asyncapi.yaml").read_text())
-    for channel in document["channels"].values():
+    for channel in received_channels(document).values():
         for message in channel["messages"].values():
             if "$ref" in message:
                 message = document["components"]["messages"][message["$ref"].rsplit("/", 1)[-1]]
@@ -152,6 +153,21 @@ def create(client, operation: str) -> str:
         conn.execute(sa.text("UPDATE refresh_tokens SET token_hash = :new WHERE token_hash = :old"),
                      {"new": _sha256(REFRESH_TOKEN), "old": _sha256(issued.refresh_token)})
 
+    # A webhook (with a monitor on the USDT sub-account) and a delivery of the deposit that follows it.
+    status, webhook = api.post("/v1/webhooks", json={
+        "url": "https://hooks.example.com/tiris", "events": ["transaction.booked", "order.updated"],
+        "description": "Trading desk alerts",
+        "monitors": [{"sub_account_id": USDT, "threshold": "1000", "direction": "below"}]})
+    assert status == 201, webhook
+    with engine.transaction() as conn:  # its monitor is made again once the webhook has the example's id
+        monitors.replace_all(conn, uuid.UUID(USER), uuid.UUID(webhook["id"]), [])
+        _rekey(conn, "webhooks", webhook["id"], WEBHOOK)
+        monitors.replace_all(conn, uuid.UUID(USER), uuid.UUID(WEBHOOK), webhook["monitors"])
+        conn.execute(sa.text("UPDATE balance_monitors SET id = :new WHERE webhook_id = :webhook"),
+                     {"new": MONITOR, "webhook": WEBHOOK})
+    assert api.post(f"/v1/sub-accounts/{USDT}/deposit", json={"amount": "1"})[0] == 201
+    with engine.transaction() as conn:
+        assert webhook_deliveries.fan_out(conn) == 1
     return api.token
 
 

@@ -21,8 +21,12 @@ from tools import simulate_bot
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = yaml.safe_load((ROOT / "asyncapi.yaml").read_text())
+# The bot's events, on NATS subjects; the document also describes what the service sends to webhooks.
+RECEIVED = contract.received_channels(DOC)
 MESSAGES = {name: (channel, DOC["components"]["messages"][ref["$ref"].rsplit("/", 1)[-1]])
-            for channel in DOC["channels"].values() for name, ref in channel["messages"].items()}
+            for channel in RECEIVED.values() for name, ref in channel["messages"].items()}
+WEBHOOK_MESSAGES = {name: DOC["components"]["messages"][ref["$ref"].rsplit("/", 1)[-1]]
+                    for name, ref in DOC["channels"]["webhook"]["messages"].items()}
 # The JSON Schema the models are generated from; unlike the models it keeps the decimal patterns (pydantic drops a
 # pattern on Decimal), so a "-1" or "1e3" amount fails here.
 CONTRACT = contract.merged_schemas()
@@ -77,18 +81,45 @@ def test_every_example_has_its_own_event_id():
     assert len(ids) == len(set(ids))
 
 
-def test_every_channel_has_the_user_id_as_its_last_token():
-    for channel in DOC["channels"].values():
+def test_every_received_channel_has_the_user_id_as_its_last_token():
+    for channel in RECEIVED.values():
         tokens = channel["address"].split(".")
         assert tokens[-1] == "{user_id}" and "{user_id}" not in tokens[:-1], channel["address"]
         assert list(channel["parameters"]) == ["user_id"]
 
 
-def test_the_service_receives_every_channel_once_and_event_types_name_the_channels():
+def test_the_service_receives_every_nats_channel_once_and_event_types_name_the_channels():
     received = [op["channel"]["$ref"] for op in DOC["operations"].values() if op["action"] == "receive"]
-    assert sorted(received) == sorted(f"#/channels/{name}" for name in DOC["channels"])
+    nats = [name for name, channel in DOC["channels"].items() if name != "webhook"]
+    assert sorted(received) == sorted(f"#/channels/{name}" for name in nats)
     assert sorted(DOC["components"]["schemas"]["EventType"]["enum"]) == sorted(
-        event_type_of(channel["address"]) for channel in DOC["channels"].values())
+        event_type_of(channel["address"]) for channel in RECEIVED.values())
+
+
+def test_the_service_sends_only_the_webhook_channel_on_the_webhook_server():
+    sent = {name: op for name, op in DOC["operations"].items() if op["action"] == "send"}
+    assert [op["channel"]["$ref"] for op in sent.values()] == ["#/channels/webhook"]
+    assert DOC["channels"]["webhook"]["servers"] == [{"$ref": "#/servers/webhook"}]
+    assert DOC["servers"]["webhook"]["protocol"] == "https"
+
+
+def test_every_webhook_event_type_has_one_message_whose_example_validates():
+    """One message per type a webhook delivers (the live feed's types and the monitors' crossing), each with an
+    example whose `type` is that message's, valid against the contract and the generated models."""
+    from db import feed, webhooks
+
+    types = []
+    for name, message in WEBHOOK_MESSAGES.items():
+        schema_name = message["payload"]["$ref"].rsplit("/", 1)[-1]
+        assert message["examples"], f"{name} has no example"
+        for example in message["examples"]:
+            payload = example["payload"]
+            assert contract_errors(schema_name, payload) == [], name
+            getattr(models, schema_name).model_validate(payload)
+            assert contract_errors("WebhookHeaders", example["headers"]) == [], name
+            assert example["headers"]["Tiris-Event-Id"] == payload["id"]
+            types.append(payload["type"])
+    assert sorted(types) == sorted(set(types)) == sorted((*feed.TYPES, webhooks.CROSSED))
 
 
 def test_simulated_events_conform_to_the_contract():

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 K8S = ROOT / "deploy" / "k8s"
 KUBERNETES_VERSIONS = ["1.29.0", "1.37.0"]  # the oldest we support, the newest the schemas know
-TIRIS_SERVICES = ("migrate", "api", "consumer")  # the compose services that run the image
+TIRIS_SERVICES = ("migrate", "api", "consumer", "deliverer")  # the compose services that run the image
 
 
 # --- helpers -------------------------------------------------------------------------------------------------
@@ -96,7 +96,8 @@ def _config_names() -> tuple[set[str], set[str]]:
 
 
 def _needs(command: str) -> set[str]:
-    """`tiris migrate` needs only the database; the API and the consumer need every required variable."""
+    """`tiris migrate` needs only the database; the API, the consumer and the deliverer need every required
+    variable."""
     return {"DATABASE_URL"} if command == "migrate" else _config_names()[1]
 
 
@@ -181,7 +182,7 @@ def empty_database():
         yield url
 
 
-def test_files_the_image_copies_are_enough_to_migrate_an_empty_database_serve_and_consume(
+def test_files_the_image_copies_are_enough_to_migrate_an_empty_database_serve_consume_and_deliver(
         service_env, empty_database, tmp_path):
     app = _image_app(tmp_path / "app")
     # The copy's modules come first on the path, ahead of the checkout the test environment has installed.
@@ -194,7 +195,7 @@ def test_files_the_image_copies_are_enough_to_migrate_an_empty_database_serve_an
                            cwd=app, env=env, capture_output=True, text=True, check=True)
     assert where.stdout.split() == [str(app / "tiris" / "__init__.py"), str(app / "tools" / "__init__.py")]
     processes = {}
-    for role in ("serve", "consume"):
+    for role in ("serve", "consume", "deliver"):
         with open(tmp_path / f"{role}.log", "wb") as log:
             processes[role] = subprocess.Popen([sys.executable, "-m", "tools.cli", role], cwd=app,
                                                env={**env, "WEB_CONCURRENCY": "1"}, stdin=subprocess.DEVNULL,
@@ -202,6 +203,7 @@ def test_files_the_image_copies_are_enough_to_migrate_an_empty_database_serve_an
     server = LiveServer(url=f"http://127.0.0.1:{env['PORT']}", log_path=tmp_path / "serve.log",
                         process=processes["serve"])
     consumer = LiveServer(url="", log_path=tmp_path / "consume.log", process=processes["consume"])
+    deliverer = LiveServer(url="", log_path=tmp_path / "deliver.log", process=processes["deliver"])
     try:
         _wait_until_ready(server)  # /health/ready: the migrations the copy applied are at head
         # The consumer reads asyncapi.yaml; its sign of life shows that it started and took its partitions.
@@ -210,10 +212,13 @@ def test_files_the_image_copies_are_enough_to_migrate_an_empty_database_serve_an
             return httpx.get(f"{server.url}/health/ready").json()["checks"]["consumer"] == "ok"
 
         wait_for(consumer_seen, what="the consumer's sign of life", log=consumer.log_text)
+        assert deliverer.process.poll() is None, f"the deliverer exited:\n{deliverer.log_text()[-3000:]}"
     finally:
+        deliverer.stop()
         consumer.stop()
         server.stop()
     assert consumer.process.returncode == 0, consumer.log_text()
+    assert deliverer.process.returncode == 0, deliverer.log_text()
 
 
 def test_image_health_check_passes_against_a_live_server_and_fails_once_it_stops(live_server):  # noqa: F811
@@ -248,6 +253,9 @@ def test_compose_starts_api_and_consumer_only_after_a_successful_migration_on_he
         assert services[name]["command"] == [command]
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         assert services[name]["depends_on"]["nats"]["condition"] == "service_healthy"
+    # The deliverer needs the database only.
+    assert services["deliverer"]["command"] == ["deliver"]
+    assert services["deliverer"]["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}
     assert services["api"]["ports"] == ["127.0.0.1:8080:8080"]
     assert "healthcheck" not in services["api"]  # the image's own, against /health/live
 
@@ -297,7 +305,7 @@ def test_kubernetes_set_is_complete_and_wired_together():
                      ("apps/v1", "Deployment"), ("v1", "Service"), ("networking.k8s.io/v1", "Ingress"),
                      ("autoscaling/v2", "HorizontalPodAutoscaler"), ("policy/v1", "PodDisruptionBudget")}
     deployments = {doc["metadata"]["name"]: doc for doc in _by_kind("Deployment")}
-    assert set(deployments) == {"tiris-api", "tiris-consumer"}
+    assert set(deployments) == {"tiris-api", "tiris-consumer", "tiris-deliverer"}
     api_labels = deployments["tiris-api"]["spec"]["template"]["metadata"]["labels"]
     (service,) = _by_kind("Service")
     assert service["spec"]["selector"].items() <= api_labels.items()

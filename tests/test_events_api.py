@@ -7,6 +7,7 @@ from pathlib import Path
 import sqlalchemy as sa
 import yaml
 
+from consumers.contract import received_channels
 from db import booking, engine, exchanges, sub_accounts, users
 from db.access import Caller
 from db.commands import Entry, Transfer
@@ -24,7 +25,7 @@ def _examples() -> list[tuple[str, dict]]:
     """(subject, payload) of every message example in asyncapi.yaml, in the story's time order."""
     document = yaml.safe_load((ROOT / "asyncapi.yaml").read_text())
     found = []
-    for channel in document["channels"].values():
+    for channel in received_channels(document).values():
         for message in channel["messages"].values():
             if "$ref" in message:
                 message = document["components"]["messages"][message["$ref"].rsplit("/", 1)[-1]]

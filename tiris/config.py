@@ -9,6 +9,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from db import webhook_targets
+
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/tiris"
 # `tiris dev` and `tiris token` share secrets through this file so a minted token works against the dev server.
 DEV_SECRETS = Path(".tiris") / "dev-secrets.json"
@@ -98,6 +100,16 @@ class Settings:
     # A streaming replica for list, history and analytics reads (db/replica.py); empty: every read on the primary.
     database_replica_url: str = ""
     replica_max_lag_seconds: int = 5
+    # Webhooks (`tiris deliver`); db/webhook_targets.py says what WEBHOOK_ALLOWED_HOSTS entries mean.
+    webhook_allowed_hosts: tuple[str, ...] = ("*",)
+    webhook_max_per_user: int = 20
+    webhook_timeout_ms: int = 10000  # one attempt, connection to answer
+    webhook_retry_base_ms: int = 30000  # the first retry's delay; each next one doubles
+    webhook_retry_cap_seconds: int = 3600  # the longest delay between two attempts
+    webhook_retry_for_seconds: int = 86400  # after this long since the event, a failing delivery is given up
+    webhook_concurrency: int = 16  # deliveries in flight per `tiris deliver` process
+    webhook_poll_ms: int = 1000  # how often an idle deliverer looks for new events and due retries
+    webhook_log_retention_hours: int = 168
 
 
 def _dev_secrets() -> dict[str, str]:
@@ -260,6 +272,16 @@ def load(env: dict[str, str] | None = None) -> Settings:
         database_replica_url=replica_url,
         # Beyond it a replica's reads go to the primary; 0: only a replica that has replayed all the primary wrote.
         replica_max_lag_seconds=integer("REPLICA_MAX_LAG_SECONDS", 5, 0, 86400),
+        webhook_allowed_hosts=tuple(h.strip().lower() for h in env.get("WEBHOOK_ALLOWED_HOSTS", "*").split(",")
+                                    if h.strip()),
+        webhook_max_per_user=integer("WEBHOOK_MAX_PER_USER", 20, 1, 1000),
+        webhook_timeout_ms=integer("WEBHOOK_TIMEOUT_MS", 10000, 50, 60000),
+        webhook_retry_base_ms=integer("WEBHOOK_RETRY_BASE_MS", 30000, 10, 3600 * 1000),
+        webhook_retry_cap_seconds=integer("WEBHOOK_RETRY_CAP_SECONDS", 3600, 1, 86400),
+        webhook_retry_for_seconds=integer("WEBHOOK_RETRY_FOR_SECONDS", 86400, 1, 30 * 86400),
+        webhook_concurrency=integer("WEBHOOK_CONCURRENCY", 16, 1, 1000),
+        webhook_poll_ms=integer("WEBHOOK_POLL_MS", 1000, 10, 60000),
+        webhook_log_retention_hours=integer("WEBHOOK_LOG_RETENTION_HOURS", 168, 1, 24 * 365),
     )
     if settings.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         problems.append(f"LOG_LEVEL={settings.log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")
@@ -270,6 +292,9 @@ def load(env: dict[str, str] | None = None) -> Settings:
             ipaddress.ip_network(proxy)
         except ValueError:
             problems.append(f"FORWARDED_ALLOW_IPS: {proxy!r} is not an IP address or network (e.g. 10.0.0.0/8)")
+    for entry in settings.webhook_allowed_hosts:
+        if not webhook_targets.valid_entry(entry):
+            problems.append(f"WEBHOOK_ALLOWED_HOSTS: {entry!r} is not a host name, an IP address, '*.domain' or '*'")
     if "*" in settings.cors_origins:
         problems.append("CORS_ORIGINS must list origins; '*' is not allowed with bearer tokens")
     if problems:

@@ -1,5 +1,5 @@
-"""`tiris`: the service's command line (dev, serve, migrate, consume, token, user, rotate-keys, simulate-bot,
-seed-data)."""
+"""`tiris`: the service's command line (dev, serve, migrate, consume, deliver, token, user, rotate-keys,
+simulate-bot, seed-data)."""
 
 import argparse
 import datetime as dt
@@ -149,6 +149,7 @@ def cmd_dev(args) -> None:
         migrate.upgrade(settings.database_url)
         started.append(localnats.ensure(settings.nats_url, Path(".tiris") / "nats"))
         started.append(subprocess.Popen([sys.executable, "-m", "tools.cli", "consume"], cwd=ROOT))
+        started.append(subprocess.Popen([sys.executable, "-m", "tools.cli", "deliver"], cwd=ROOT))
         serve_env = {k: v for k, v in os.environ.items() if k != LOCAL_LOGIN}
         serve = subprocess.Popen([sys.executable, "-m", "tools.cli", "serve", "--workers", str(args.workers or 1)],
                                  cwd=ROOT, env=serve_env)
@@ -191,6 +192,18 @@ def cmd_consume(args) -> None:
         start_http_server(settings.consumer_metrics_port, addr=settings.host)
     runner.run(settings.nats_url, settings.database_url, args.batch or settings.consumer_batch,
                settings.consumer_partitions, dt.timedelta(hours=settings.feed_retention_hours))
+
+
+def cmd_deliver(args) -> None:
+    from consumers import deliver
+    from db import crypto, engine
+    from tiris import config, logs
+
+    settings = config.use(config.load())
+    logs.setup(settings.log_level)
+    engine.configure(settings)
+    crypto.configure(settings)  # the webhooks' signing secrets are sealed
+    deliver.run(deliver.Options.from_settings(settings))
 
 
 def cmd_token(args) -> None:
@@ -246,7 +259,7 @@ def cmd_user(args) -> None:
 
 
 def cmd_rotate_keys(args) -> None:
-    from db import crypto, engine, exchanges
+    from db import crypto, engine, exchanges, webhooks
     from tiris import config
 
     _dev_secrets_if_here(config)
@@ -255,7 +268,9 @@ def cmd_rotate_keys(args) -> None:
     crypto.configure(settings)
     with engine.transaction() as conn:
         count = exchanges.rotate_keys(conn, settings.active_key_id)
-    print(f"re-sealed {count} exchange(s) under key {settings.active_key_id}", file=sys.stderr)
+        secrets = webhooks.rotate_keys(conn, settings.active_key_id)
+    print(f"re-sealed {count} exchange(s) and {secrets} webhook secret(s) under key {settings.active_key_id}",
+          file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -272,6 +287,8 @@ def main(argv: list[str] | None = None) -> None:
     consume = sub.add_parser("consume", help="apply the bot's JetStream events to the ledger")
     consume.add_argument("--batch", type=int, help="events per database transaction (default CONSUMER_BATCH)")
     consume.set_defaults(func=cmd_consume)
+    sub.add_parser("deliver", help="send the users' webhook deliveries (signed, retried with backoff)"
+                   ).set_defaults(func=cmd_deliver)
     token = sub.add_parser("token", help="mint an access token for a user (created if missing); local use")
     token.add_argument("--email", required=True)
     token.add_argument("--admin", action="store_true")
@@ -283,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
     user.set_defaults(func=cmd_user)
     simulate_bot.add_parser(sub)
     seed_data.add_parser(sub)
-    sub.add_parser("rotate-keys", help="re-seal exchange credentials under the active encryption key"
+    sub.add_parser("rotate-keys", help="re-seal exchange credentials and webhook secrets under the active key"
                    ).set_defaults(func=cmd_rotate_keys)
     args = parser.parse_args(argv)
     args.func(args)

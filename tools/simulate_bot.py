@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import yaml
+from consumers.contract import received_channels
 from generated import models
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +46,7 @@ def channels() -> dict[str, tuple[str, type]]:
     """event_type -> (subject template, payload model), from asyncapi.yaml so that the contract stays the source."""
     doc = yaml.safe_load((ROOT / "asyncapi.yaml").read_text())
     found = {}
-    for channel in doc["channels"].values():
+    for channel in received_channels(doc).values():
         for ref in channel["messages"].values():
             message = doc["components"]["messages"][ref["$ref"].rsplit("/", 1)[-1]]
             event_type = channel["address"].removeprefix("trading.").removesuffix(".{user_id}")
