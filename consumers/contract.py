@@ -112,11 +112,12 @@ def _inline(node, defs: dict, seen: tuple = ()):
 
 
 def received_channels(document: dict) -> dict[str, dict]:
-    """The channels the service receives (NATS subjects, by name): those of the `receive` operations. The document
-    also describes what the service sends (webhooks), which is not for the consumer."""
+    """The channels the service receives from NATS (by name): those of the `receive` operations on the `nats`
+    server. The document also describes the live feed's WebSocket and the webhooks, which are not the consumer's."""
     names = {op["channel"]["$ref"].rsplit("/", 1)[-1] for op in document["operations"].values()
              if op["action"] == "receive"}
-    return {name: channel for name, channel in document["channels"].items() if name in names}
+    return {name: channel for name, channel in document["channels"].items()
+            if name in names and {"$ref": "#/servers/nats"} in channel.get("servers", [])}
 
 
 def load_channels() -> dict[str, Channel]:

@@ -327,6 +327,43 @@ class Info(RootModel[dict[str, Any]]):
     root: Annotated[dict[str, Any], Field(max_length=64)]
 
 
+class LiveFeedMessageType(StrEnum):
+    subscribe = "subscribe"
+    subscribed = "subscribed"
+    event = "event"
+    heartbeat = "heartbeat"
+    error = "error"
+    stream_lagging = "stream.lagging"
+    stream_closed = "stream.closed"
+    stream_truncated = "stream.truncated"
+
+
+class LiveFeedSubscribe(BaseModel):
+    last_event_id: Annotated[int | None, Field(ge=0)] = None
+    ticket: Annotated[str | None, Field(min_length=1)] = None
+    token: Annotated[str | None, Field(min_length=1)] = None
+    type: LiveFeedMessageType
+    types: Annotated[list[FeedEventType] | None, Field(max_length=7)] = None
+
+
+class LiveFeedSubscribed(BaseModel):
+    last_event_id: Annotated[int | None, Field(ge=0)] = None
+    type: LiveFeedMessageType
+    types: Annotated[
+        list[FeedEventType],
+        Field(description="The types subscribed to; empty for every type."),
+    ]
+
+
+class LiveFeedTruncated(BaseModel):
+    last_event_id: Annotated[int, Field(description="The id the client resumed from.")]
+    oldest_kept_id: Annotated[
+        int | None,
+        Field(description="The oldest event still kept (absent when none is)."),
+    ] = None
+    type: LiveFeedMessageType
+
+
 class Flow(StrEnum):
     web = "web"
     in_app = "in_app"
@@ -1170,6 +1207,58 @@ class HeartbeatEvent(BaseModel):
     ] = None
 
 
+class LiveFeedBalanceChanged(BaseModel):
+    data: SubAccount
+    event: FeedEventType
+    id: Annotated[int, Field(description="The event's id, counting up per user.", ge=1)]
+    type: LiveFeedMessageType
+
+
+class LiveFeedBotHeartbeat(BaseModel):
+    data: BotStatus
+    event: FeedEventType
+    id: Annotated[int, Field(description="The event's id, counting up per user.", ge=1)]
+    type: LiveFeedMessageType
+
+
+class LiveFeedClosed(BaseModel):
+    code: Annotated[str, Field(description="Why")]
+    type: LiveFeedMessageType
+
+
+class LiveFeedDeadLetterCreated(BaseModel):
+    data: DeadLetter
+    event: FeedEventType
+    id: Annotated[int, Field(description="The event's id, counting up per user.", ge=1)]
+    type: LiveFeedMessageType
+
+
+class LiveFeedError(BaseModel):
+    code: str
+    message: str
+    status: int
+    type: LiveFeedMessageType
+
+
+class LiveFeedHeartbeat(BaseModel):
+    type: LiveFeedMessageType
+
+
+class LiveFeedHoldChanged(BaseModel):
+    data: Hold
+    event: FeedEventType
+    id: Annotated[int, Field(description="The event's id, counting up per user.", ge=1)]
+    type: LiveFeedMessageType
+
+
+class LiveFeedLagging(BaseModel):
+    head: Annotated[int, Field(description="The user's newest event id.")]
+    last_event_id: Annotated[
+        int, Field(description="The last event sent; subscribe again with it.")
+    ]
+    type: LiveFeedMessageType
+
+
 class LoginRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -1921,6 +2010,27 @@ class BalanceHistory(BaseModel):
     ]
     sub_account_id: UUID
     symbol: str
+
+
+class LiveFeedOrderUpdated(BaseModel):
+    data: Order
+    event: FeedEventType
+    id: Annotated[int, Field(description="The event's id, counting up per user.", ge=1)]
+    type: LiveFeedMessageType
+
+
+class LiveFeedTradingLogCreated(BaseModel):
+    data: TradingLog
+    event: FeedEventType
+    id: Annotated[int, Field(description="The event's id, counting up per user.", ge=1)]
+    type: LiveFeedMessageType
+
+
+class LiveFeedTransactionBooked(BaseModel):
+    data: Transaction
+    event: FeedEventType
+    id: Annotated[int, Field(description="The event's id, counting up per user.", ge=1)]
+    type: LiveFeedMessageType
 
 
 class TokenPair(BaseModel):

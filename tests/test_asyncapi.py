@@ -89,16 +89,21 @@ def test_every_received_channel_has_the_user_id_as_its_last_token():
 
 
 def test_the_service_receives_every_nats_channel_once_and_event_types_name_the_channels():
-    received = [op["channel"]["$ref"] for op in DOC["operations"].values() if op["action"] == "receive"]
-    nats = [name for name, channel in DOC["channels"].items() if name != "webhook"]
-    assert sorted(received) == sorted(f"#/channels/{name}" for name in nats)
+    received = [op["channel"]["$ref"] for op in DOC["operations"].values() if op["action"] == "receive"
+                and op["channel"]["$ref"] != "#/channels/liveFeed"]
+    nats = [name for name, channel in DOC["channels"].items() if channel.get("servers") == [{"$ref": "#/servers/nats"}]]
+    assert sorted(received) == sorted(f"#/channels/{name}" for name in nats) == sorted(
+        f"#/channels/{name}" for name in RECEIVED)
+    assert set(DOC["channels"]) == {*nats, "liveFeed", "webhook"}
     assert sorted(DOC["components"]["schemas"]["EventType"]["enum"]) == sorted(
         event_type_of(channel["address"]) for channel in RECEIVED.values())
 
 
-def test_the_service_sends_only_the_webhook_channel_on_the_webhook_server():
+def test_the_service_sends_only_the_live_feed_and_the_webhooks_each_on_its_own_server():
     sent = {name: op for name, op in DOC["operations"].items() if op["action"] == "send"}
-    assert [op["channel"]["$ref"] for op in sent.values()] == ["#/channels/webhook"]
+    assert sorted(op["channel"]["$ref"] for op in sent.values()) == ["#/channels/liveFeed", "#/channels/webhook"]
+    assert DOC["channels"]["liveFeed"]["servers"] == [{"$ref": "#/servers/liveFeed"}]
+    assert (DOC["servers"]["liveFeed"]["protocol"], DOC["servers"]["liveFeed"]["pathname"]) == ("wss", "/v1/stream")
     assert DOC["channels"]["webhook"]["servers"] == [{"$ref": "#/servers/webhook"}]
     assert DOC["servers"]["webhook"]["protocol"] == "https"
 
@@ -232,3 +237,20 @@ def test_a_schema_defined_differently_in_the_two_contracts_is_refused(tmp_path, 
     monkeypatch.setattr(contract, "ROOT", tmp_path)
     with pytest.raises(ValueError, match="'Side' is defined differently"):
         contract.merged_schemas()
+
+
+LIVE_FEED = {name: DOC["components"]["messages"][ref["$ref"].rsplit("/", 1)[-1]]
+             for name, ref in DOC["channels"]["liveFeed"]["messages"].items()}
+
+
+def test_every_live_feed_message_has_an_example_that_validates_and_every_event_type_has_its_message():
+    from db import feed
+
+    events = []
+    for name, message in LIVE_FEED.items():
+        schema = message["payload"]["$ref"].rsplit("/", 1)[-1]
+        [example] = message["examples"]
+        assert contract_errors(schema, example["payload"]) == [], name
+        if example["payload"]["type"] == "event":
+            events.append(example["payload"]["event"])
+    assert sorted(events) == sorted(set(events)) == sorted(feed.TYPES)

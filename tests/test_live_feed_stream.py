@@ -19,6 +19,7 @@ from db import booking, engine, users
 from db.commands import Entry, Transfer
 from tests.helpers import create_exchange, create_sub_account
 from tests.server import running_server
+from tests.test_asyncapi import contract_errors
 from tiris import auth
 
 
@@ -206,6 +207,20 @@ def test_an_unauthenticated_stream_and_an_unknown_type_are_refused_in_the_error_
     assert refused.status_code in (400, 401)
 
 
+_SCHEMAS = {"subscribed": "LiveFeedSubscribed", "heartbeat": "LiveFeedHeartbeat", "error": "LiveFeedError",
+            "stream.lagging": "LiveFeedLagging", "stream.closed": "LiveFeedClosed",
+            "stream.truncated": "LiveFeedTruncated"}
+
+
+def _documented(frame: str) -> dict:
+    """A WebSocket message, checked against its schema in asyncapi.yaml."""
+    message = json.loads(frame)
+    schema = _SCHEMAS.get(message["type"]) or "LiveFeed" + "".join(
+        word.capitalize() for word in message["event"].replace(".", "_").split("_"))
+    assert contract_errors(schema, message) == [], (schema, message)
+    return message
+
+
 def test_the_websocket_sends_the_same_events_resumes_by_id_and_filters_by_type(settings, replicas):
     first, second = replicas
     _, token = _user(settings)
@@ -213,20 +228,20 @@ def test_the_websocket_sends_the_same_events_resumes_by_id_and_filters_by_type(s
     ws_url = first.url.replace("http://", "ws://") + "/v1/stream"
     with websockets.sync.client.connect(ws_url) as ws:
         ws.send(json.dumps({"type": "subscribe", "token": token}))
-        assert json.loads(ws.recv(timeout=5))["type"] == "subscribed"
+        assert _documented(ws.recv(timeout=5))["type"] == "subscribed"
         _deposit(rest, account, "4")
-        booked, balance = json.loads(ws.recv(timeout=10)), json.loads(ws.recv(timeout=10))
+        booked, balance = _documented(ws.recv(timeout=10)), _documented(ws.recv(timeout=10))
     assert (booked["type"], booked["event"], balance["event"]) == ("event", "transaction.booked", "balance.changed")
     _deposit(rest, account, "6")
     with websockets.sync.client.connect(second.url.replace("http://", "ws://") + "/v1/stream",
                                         additional_headers={"Authorization": f"Bearer {token}"}) as ws:
         ws.send(json.dumps({"type": "subscribe", "last_event_id": booked["id"], "types": ["transaction.booked"]}))
-        assert json.loads(ws.recv(timeout=5))["type"] == "subscribed"
-        missed = json.loads(ws.recv(timeout=10))
+        assert _documented(ws.recv(timeout=5))["type"] == "subscribed"
+        missed = _documented(ws.recv(timeout=10))
         assert (missed["event"], missed["data"]["amount"]) == ("transaction.booked", "6.000000000000000000")
     with websockets.sync.client.connect(ws_url) as ws:
         ws.send(json.dumps({"type": "subscribe", "token": "not-a-token"}))
-        refused = json.loads(ws.recv(timeout=5))
+        refused = _documented(ws.recv(timeout=5))
         assert (refused["type"], refused["code"]) == ("error", "INVALID_TOKEN")
         with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
             ws.recv(timeout=5)

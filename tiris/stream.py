@@ -205,8 +205,8 @@ async def run(subscriber: Subscriber, channel: Channel, settings: config.Setting
     """Sends the subscriber's events until the client leaves or must go; the subscriber has joined the hub."""
     oldest, head = await asyncio.to_thread(_bounds, subscriber.caller.id)
     if oldest is not None and subscriber.cursor < oldest - 1 or oldest is None and subscriber.cursor < head:
-        await _send(channel.notice("stream.truncated", {"last_event_id": subscriber.cursor,
-                                                        "oldest_kept_id": oldest}))
+        kept = {"oldest_kept_id": oldest} if oldest is not None else {}  # absent, not null: nothing is kept
+        await _send(channel.notice("stream.truncated", {"last_event_id": subscriber.cursor, **kept}))
         subscriber.cursor = (oldest - 1) if oldest is not None else head
     next_check = time.monotonic() + AUTH_RECHECK
     while not gone.is_set():
@@ -377,7 +377,7 @@ async def serve_websocket(scope, receive, send) -> None:
 
     watcher = asyncio.create_task(watch_disconnect())
     try:
-        await channel.notice("subscribed", {"last_event_id": None if last is None else last,
+        await channel.notice("subscribed", {**({} if last is None else {"last_event_id": last}),
                                             "types": list(subscriber.types or ())})
         await run(subscriber, channel, settings, gone)
         if not gone.is_set():
