@@ -19,7 +19,8 @@ import logging
 import zlib
 
 import psycopg
-from nats.errors import TimeoutError as FetchTimeout
+from nats.errors import NoRespondersError, TimeoutError as FetchTimeout
+from nats.js.errors import ServiceUnavailableError
 
 from consumers import fetched, streams
 from consumers.streams import LEDGER, TRADING, Layout
@@ -34,22 +35,25 @@ def legacy_partition(subject: str, partitions: int) -> int:
     return zlib.crc32(subject.rpartition(".")[2].encode()) % partitions
 
 
-def _index(name: str) -> int:
-    return int(name.rpartition("p")[2])
-
-
 async def migrate(js, leases: psycopg.AsyncConnection, partitions: int, replicas: int, channels, batch_size: int,
                   stop: asyncio.Event) -> Layout | None:
     """Brings the streams to `partitions` and drains every consumer of an earlier layout; None if stopped first."""
     if not await _lock(leases, MIGRATION, stop, "another process's migration"):
         return None
     try:
-        layout = await streams.ensure_streams(js, partitions, replicas)
+        while (layout := await _answered(streams.ensure_streams(js, partitions, replicas))) is None:
+            log.warning("JetStream does not answer yet (a cluster electing its leaders?); retrying")
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=1)
+                return None
+            except asyncio.TimeoutError:
+                pass
         if legacy := await streams.legacy_consumers(js):
-            upto, count = await streams.cut(js), max(_index(info.name) for info in legacy) + 1
+            upto = await streams.cut(js)
+            count = max(streams.partition_of_consumer(info.name) for info in legacy) + 1  # the old partition count
             log.info("draining %d whole-stream consumers up to TRADING sequence %d", len(legacy), upto)
             for info in legacy:
-                partition = _index(info.name)
+                partition = streams.partition_of_consumer(info.name)
 
                 def mine(msg, partition=partition) -> bool:
                     return legacy_partition(msg.subject, count) == partition
@@ -62,9 +66,10 @@ async def migrate(js, leases: psycopg.AsyncConnection, partitions: int, replicas
             layout = await streams.relayout(js, partitions)
             log.info("partitions: %d from LEDGER sequence %d", layout.partitions, layout.since)
         for info in await js.consumers_info(LEDGER):
-            partition = _index(info.name)
-            if partition < partitions and info.config.filter_subject == streams.partition_subjects(partitions,
-                                                                                                   partition):
+            partition = streams.partition_of_consumer(info.name)
+            current = partition is not None and partition < partitions and (
+                info.config.filter_subject == streams.partition_subjects(partitions, partition))
+            if partition is None or current:  # not ours, or of the layout in force
                 continue
             log.info("draining %s (%s)", info.name, info.config.filter_subject)
             if not await _drain(js, leases, LEDGER, info.name, lambda msg: True, None, channels, batch_size, stop):
@@ -74,11 +79,19 @@ async def migrate(js, leases: psycopg.AsyncConnection, partitions: int, replicas
         await leases.execute("SELECT pg_advisory_unlock(%s, %s)", (LEASE_LOCK, MIGRATION))
 
 
+async def _answered(request):
+    """What `request` returns; None if JetStream cannot answer for now."""
+    try:
+        return await request
+    except (FetchTimeout, NoRespondersError, ServiceUnavailableError):
+        return None
+
+
 async def _drain(js, leases, stream: str, name: str, mine, upto: int | None, channels, batch_size: int,
                  stop: asyncio.Event) -> bool:
     """Applies what `name` has left (up to stream sequence `upto`, or all) that `mine` keeps, acknowledging all of
     it, then deletes the consumer; False if stopped first."""
-    partition = _index(name)
+    partition = streams.partition_of_consumer(name)
     if not await _lock(leases, partition, stop, f"the process working partition {partition} to stop"):
         return False
     try:

@@ -53,6 +53,12 @@ def consumer_name(partition: int) -> str:
     return f"{CONSUMER}-p{partition}"
 
 
+def partition_of_consumer(name: str) -> int | None:
+    """k for `tiris-ledger-p<k>`; None for any other consumer."""
+    prefix = CONSUMER + "-p"
+    return int(name[len(prefix):]) if name.startswith(prefix) and name[len(prefix):].isdigit() else None
+
+
 def partition_subjects(partitions: int, partition: int) -> str:
     return f"{PREFIX}.{partitions}.{partition}.>"
 
@@ -94,8 +100,7 @@ def _ledger_config(layout: Layout, copy_from: int, replicas: int, first_seq: int
 
 async def legacy_consumers(js) -> list:
     """TRADING's durable consumers from before LEDGER: each read the whole stream and took its partition's users."""
-    return [info for info in await js.consumers_info(TRADING)
-            if info.name.startswith(CONSUMER + "-p") and info.name.rpartition("p")[2].isdigit()]
+    return [info for info in await js.consumers_info(TRADING) if partition_of_consumer(info.name) is not None]
 
 
 async def ensure_streams(js, partitions: int, replicas: int = 1) -> Layout:

@@ -7,7 +7,7 @@ import time
 import nats
 import pytest
 from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
 from consumers.streams import LEDGER, TRADING
 from tests import simulated_events as sim
@@ -21,22 +21,38 @@ def cluster(tmp_path):
     """Three nodes on loopback: {server name: (client URL, process)}."""
     nodes = [(f"n{i}", free_port(), free_port()) for i in range(1, 4)]
     processes = localnats.start_cluster(nodes, tmp_path / "cluster")
-    yield {name: (f"nats://127.0.0.1:{port}", process) for (name, port, _), process in zip(nodes, processes)}
+    urls = [f"nats://127.0.0.1:{port}" for _, port, _ in nodes]
+    wait_for(lambda: asyncio.run(_answers(urls)), timeout=30, what="the cluster's JetStream")
+    yield {name: (url, process) for (name, _, _), url, process in zip(nodes, urls, processes)}
     for process in processes:
         if process.poll() is None:
             process.terminate()
             process.wait(timeout=20)
 
 
+UNAVAILABLE = (NatsTimeout, NoRespondersError, NoStreamResponseError, APIError)  # while a leader is elected
+
+
 async def _connect(urls: list[str]):
     return await nats.connect(urls, max_reconnect_attempts=-1, reconnect_time_wait=0.2, connect_timeout=2)
+
+
+async def _answers(urls: list[str]) -> bool:
+    nc = await _connect(urls)
+    try:
+        await nc.jetstream(timeout=2).account_info()
+        return True
+    except UNAVAILABLE:
+        return False
+    finally:
+        await nc.close()
 
 
 async def _stream(urls: list[str], name: str):
     nc = await _connect(urls)
     try:
         return await nc.jetstream(timeout=2).stream_info(name)
-    except (NotFoundError, NatsTimeout, NoRespondersError, APIError):
+    except (NotFoundError, *UNAVAILABLE):
         return None
     finally:
         await nc.close()
@@ -49,18 +65,21 @@ async def _publish_killing_the_leader(urls: list[str], events, kill_after: int, 
     nc = await _connect(urls)
     js = nc.jetstream(timeout=2)
     deadline, leader = time.monotonic() + 180, None
+
+    async def until_answered(request):
+        while True:
+            try:
+                return await request()
+            except UNAVAILABLE:
+                assert time.monotonic() < deadline, "the cluster did not answer again in time"
+                await asyncio.sleep(0.1)
+
     try:
         for i, event in enumerate(events):
             if i == kill_after:
-                leader = (await js.stream_info(LEDGER)).cluster.leader
+                leader = (await until_answered(lambda: js.stream_info(LEDGER))).cluster.leader
                 kill(leader)
-            while True:
-                try:
-                    await js.publish(event.subject, event.data, headers=dict(event.headers))
-                    break
-                except (NatsTimeout, NoRespondersError, APIError):
-                    assert time.monotonic() < deadline, "the cluster did not take events again in time"
-                    await asyncio.sleep(0.1)
+            await until_answered(lambda: js.publish(event.subject, event.data, headers=dict(event.headers)))
     finally:
         await nc.close()
     return leader
