@@ -9,7 +9,8 @@ partition, computed by NATS with `{{partition(N, <the user token's wildcard>)}}`
     trading.heartbeat.<user_id>      ->  ledger.4.2.heartbeat.<user_id>
 
 Partition k's durable consumer is filtered on `ledger.4.k.>`, so JetStream delivers each message to one consumer
-only. The hash reads the user token alone (FNV-1a of the id, modulo N), so all of a user's events share a partition
+only. LEDGER's first sequence is the first TRADING sequence it copies, and it copies every message, so a message
+normally has the same sequence in both (the one the bot's publish acknowledgement names). The hash reads the user token alone (FNV-1a of the id, modulo N), so all of a user's events share a partition
 whatever their subject's shape, and sourcing copies TRADING in its order: a user's events reach their partition in
 the order they were published.
 

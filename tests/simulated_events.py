@@ -55,13 +55,17 @@ def assert_each_event_took_effect_once(plan, events, *, redelivered: bool = Fals
             "SELECT id, balance FROM sub_accounts WHERE id = ANY(:ids)"), {"ids": list(expected)})}
         counters = conn.execute(sa.text(
             "SELECT SUM(processed), SUM(duplicates), SUM(dead_lettered) FROM consumer_state")).one()
-        handled = dict(conn.execute(sa.text("SELECT event_id, subject FROM processed_events")).all())
+        rows = conn.execute(sa.text("SELECT event_id, subject, stream_seq FROM processed_events")).all()
         # Per user, the order in which the transactions applied the events is the order of publication.
         out_of_order = conn.execute(sa.text(
             "SELECT user_id FROM (SELECT user_id, stream_seq, lag(stream_seq) OVER (PARTITION BY user_id "
             "ORDER BY processed_at, stream_seq) AS before FROM processed_events) o WHERE stream_seq < before")).all()
     assert balances == expected
-    assert handled == {json.loads(e.data)["event_id"]: e.subject for e in events}  # the subjects as published
+    ids = [json.loads(event.data)["event_id"] for event in events]
+    # Under the subject it was published on, and at its sequence in the order of publication: LEDGER's sequences
+    # are TRADING's, and no layout change copied a message twice.
+    assert {row.event_id: (row.subject, row.stream_seq) for row in rows} == {
+        event_id: (event.subject, seq) for seq, (event_id, event) in enumerate(zip(ids, events), 1)}
     assert counters[0] == len(events) and counters[2] == 0  # each applied once, none refused
     assert redelivered or counters[1] == 0  # none even delivered twice
     assert out_of_order == []

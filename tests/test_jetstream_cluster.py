@@ -95,7 +95,7 @@ def test_killing_the_ledger_streams_leader_mid_run_loses_and_doubles_no_event(
                          for name in (TRADING, LEDGER)), what="both streams at 3 replicas", log=consumer.log)
 
     def kill(name: str) -> None:
-        assert sim.handled() > 0, "nothing applied yet: the kill would not be mid-run"
+        wait_for(lambda: sim.handled() > 0, what="the first events applied (the kill is mid-run)", log=consumer.log)
         cluster[name][1].kill()  # SIGKILL
         cluster[name][1].wait(timeout=10)
 
