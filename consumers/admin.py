@@ -7,7 +7,7 @@ import nats
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from consumers import applier, runner
+from consumers import applier, runner, streams
 from consumers.contract import load_channels
 from consumers.parse import Incoming, parse
 from db import dead_letters, engine
@@ -36,20 +36,22 @@ def redrive(dead_letter_id: str) -> dict:
 
 
 def replay(nats_url: str, partitions: int, batch_size: int, *, start_time: dt.datetime | None = None,
-           start_sequence: int | None = None) -> list[str]:
+           start_sequence: int | None = None, replicas: int = 1) -> list[str]:
     """Moves every partition's consumer back to the start point. Safe: handled events (refused ones included) are
     recognised by their id and change nothing. A start beyond the stream's end is refused: it would skip
-    everything published until the stream got there."""
+    everything published until the stream got there. Sequences are LEDGER's; a start before the partition count
+    last changed replays from there only what was written under the current count (consumers/streams.py)."""
 
     async def run() -> list[str]:
         try:
-            nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False)
+            nc = await nats.connect(runner.servers(nats_url), connect_timeout=2, max_reconnect_attempts=0,
+                                    allow_reconnect=False)
         except Exception as error:  # noqa: BLE001 - any failure to connect is the same answer to the client
             raise Unavailable("NATS is unreachable.") from error
         js = nc.jetstream()
         names = []
         try:
-            await runner.ensure_stream(js)
+            layout = await streams.ensure_streams(js, partitions, replicas)
             state = (await js.stream_info(runner.STREAM)).state
             if start_sequence is not None and start_sequence > state.last_seq:
                 raise Invalid(f"start_sequence {start_sequence} is beyond the stream's last sequence "
@@ -58,16 +60,18 @@ def replay(nats_url: str, partitions: int, batch_size: int, *, start_time: dt.da
             if start_time is not None and start_time > dt.datetime.now(dt.timezone.utc):
                 raise Invalid("start_time is in the future.", code="REPLAY_BEYOND_END",
                               details=[{"field": "start_time", "issue": "not after now"}])
-            start = ({"deliver_policy": DeliverPolicy.BY_START_TIME, "opt_start_time": start_time}
+            start = ({"deliver_policy": DeliverPolicy.BY_START_TIME, "opt_start_time": start_time,
+                      "opt_start_seq": None}
                      if start_time else
                      {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": start_sequence})
-            for partition in range(partitions):
-                name = runner.consumer_name(partition)
+            for partition in range(layout.partitions):
+                name = streams.consumer_name(partition)
                 try:
                     await js.delete_consumer(runner.STREAM, name)
                 except NotFoundError:
                     pass
-                await js.add_consumer(runner.STREAM, runner.consumer_config(name, batch_size).evolve(**start))
+                await js.add_consumer(runner.STREAM,
+                                      streams.consumer_config(partition, layout, batch_size).evolve(**start))
                 names.append(name)
         finally:
             await nc.close()

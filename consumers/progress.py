@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import nats
 from nats.js.errors import NotFoundError
 
-from consumers import runner
+from consumers import runner, streams
 
 
 @dataclass(frozen=True)
@@ -24,16 +24,19 @@ class Progress:
 
 
 def nats_reachable(nats_url: str) -> bool:
-    url = urlparse(nats_url)
-    try:
-        socket.create_connection((url.hostname or "127.0.0.1", url.port or 4222), timeout=1).close()
-        return True
-    except OSError:
-        return False
+    """True if any of the servers NATS_URL names accepts a connection."""
+    for server in runner.servers(nats_url):
+        url = urlparse(server)
+        try:
+            socket.create_connection((url.hostname or "127.0.0.1", url.port or 4222), timeout=1).close()
+            return True
+        except OSError:
+            continue
+    return False
 
 
 def names(partitions: int) -> list[str]:
-    return [runner.consumer_name(partition) for partition in range(partitions)]
+    return [streams.consumer_name(partition) for partition in range(partitions)]
 
 
 def read(nats_url: str, partitions: int, stall_after: float) -> dict[str, Progress] | None:
@@ -45,7 +48,8 @@ def read(nats_url: str, partitions: int, stall_after: float) -> dict[str, Progre
 
 
 async def _read(nats_url: str, partitions: int, stall_after: float) -> dict[str, Progress]:
-    nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False)
+    nc = await nats.connect(runner.servers(nats_url), connect_timeout=2, max_reconnect_attempts=0,
+                            allow_reconnect=False)
     try:
         js = nc.jetstream(timeout=2)
         last_seq = (await js.stream_info(runner.STREAM)).state.last_seq

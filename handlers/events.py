@@ -40,5 +40,6 @@ def replay_events(body):
     settings = config.current()
     start_time = dt.datetime.fromisoformat(body["start_time"]) if "start_time" in body else None
     names = admin.replay(settings.nats_url, settings.consumer_partitions, settings.consumer_batch,
-                         start_time=start_time, start_sequence=body.get("start_sequence"))
+                         start_time=start_time, start_sequence=body.get("start_sequence"),
+                         replicas=settings.nats_stream_replicas)
     return as_model(Replay, {"consumers": names, **body}), 202

@@ -14,20 +14,22 @@ import nats
 import pytest
 import sqlalchemy as sa
 
-from consumers import runner
+from consumers import streams
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 async def _reset_stream(url: str) -> None:
-    """An empty TRADING stream, as `tiris consume` would create it, so events can be published before it runs."""
+    """Empty TRADING and LEDGER streams, as `tiris consume` would create them (4 partitions), so events can be
+    published before it runs."""
     nc = await nats.connect(url)
     js = nc.jetstream()
-    try:
-        await js.delete_stream(runner.STREAM)
-    except nats.js.errors.NotFoundError:
-        pass
-    await runner.ensure_stream(js)
+    for stream in (streams.LEDGER, streams.TRADING):
+        try:
+            await js.delete_stream(stream)
+        except nats.js.errors.NotFoundError:
+            pass
+    await streams.ensure_streams(js, 4)
     await nc.close()
 
 

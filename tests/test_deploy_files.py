@@ -34,6 +34,7 @@ BIN = Path(sys.executable).parent
 K8S = ROOT / "deploy" / "k8s"
 KUBERNETES_VERSIONS = ["1.29.0", "1.37.0"]  # the oldest we support, the newest the schemas know
 TIRIS_SERVICES = ("migrate", "api", "consumer", "deliverer")  # the compose services that run the image
+NATS_NODES = ("nats-1", "nats-2", "nats-3")  # the compose services of the JetStream cluster
 
 
 # --- helpers -------------------------------------------------------------------------------------------------
@@ -242,22 +243,51 @@ def test_compose_file_matches_the_compose_specification():
 def test_compose_starts_api_and_consumer_only_after_a_successful_migration_on_healthy_timescaledb_and_jetstream():
     services = _compose()["services"]
     assert services["db"]["image"].startswith("timescale/timescaledb:")
-    assert "-js" in services["nats"]["command"] and services["nats"]["volumes"]
-    store = services["nats"]["command"][services["nats"]["command"].index("--store_dir") + 1]
-    assert any(volume.endswith(":" + store) for volume in services["nats"]["volumes"])
-    for name in ("db", "nats"):
+    for name in NATS_NODES:
+        assert "-js" in services[name]["command"] and services[name]["volumes"]
+        store = services[name]["command"][services[name]["command"].index("--store_dir") + 1]
+        assert any(volume.endswith(":" + store) for volume in services[name]["volumes"])
+    for name in ("db", *NATS_NODES):
         assert services[name]["healthcheck"]["test"]
     assert services["migrate"]["command"] == ["migrate"] and services["migrate"]["restart"] == "no"
     assert services["migrate"]["depends_on"]["db"]["condition"] == "service_healthy"
     for name, command in (("api", "serve"), ("consumer", "consume")):
         assert services[name]["command"] == [command]
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
-        assert services[name]["depends_on"]["nats"]["condition"] == "service_healthy"
+        assert all(services[name]["depends_on"][node]["condition"] == "service_healthy" for node in NATS_NODES)
     # The deliverer needs the database only.
     assert services["deliverer"]["command"] == ["deliver"]
     assert services["deliverer"]["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}
     assert services["api"]["ports"] == ["127.0.0.1:8080:8080"]
     assert "healthcheck" not in services["api"]  # the image's own, against /health/live
+
+
+def _option(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def test_compose_runs_a_three_node_jetstream_cluster_and_keeps_each_stream_on_all_three():
+    services = _compose()["services"]
+    commands = [services[node]["command"] for node in NATS_NODES]
+    assert {_option(command, "--server_name") for command in commands} == set(NATS_NODES)
+    assert {_option(command, "--cluster_name") for command in commands} == {"tiris"}
+    port = _option(commands[0], "--cluster").rpartition(":")[2]
+    for command in commands:
+        assert set(_option(command, "--routes").split(",")) == {f"nats://{node}:{port}" for node in NATS_NODES}
+    stores = [volume.partition(":")[0] for node in NATS_NODES for volume in services[node]["volumes"]]
+    assert len(set(stores)) == 3 and set(stores) <= set(_compose()["volumes"])  # a store of its own each
+    dotenv = _generated_env()
+    for name in ("api", "consumer"):
+        settings = config.load({key: _interpolate(value, dotenv) for key, value in
+                                services[name]["environment"].items()})
+        assert settings.nats_stream_replicas == 3
+        assert [url.rpartition("//")[2].partition(":")[0] for url in settings.nats_url.split(",")] == list(
+            NATS_NODES)
+
+
+def test_kubernetes_keeps_each_stream_on_three_jetstream_servers():
+    [configmap] = _by_kind("ConfigMap")
+    assert configmap["data"]["NATS_STREAM_REPLICAS"] == "3"
 
 
 def test_compose_sets_only_variables_the_service_reads_and_every_one_it_requires():

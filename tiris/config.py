@@ -79,6 +79,7 @@ class Settings:
     consumer_batch: int
     consumer_partitions: int
     consumer_stall_after: int
+    nats_stream_replicas: int
     redis_url: str
     rate_limit_api: tuple[int, int]  # (requests, per seconds)
     rate_limit_trading: tuple[int, int]
@@ -245,6 +246,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
         consumer_partitions=integer("CONSUMER_PARTITIONS", 4, 1, 64),
         # A consumer with messages waiting whose acknowledgements have not moved for this long is reported stalled.
         consumer_stall_after=integer("CONSUMER_STALL_AFTER", 60, 1, 3600),
+        # Copies of each stream in a JetStream cluster (at most 5); 3 survive the loss of any one server.
+        nats_stream_replicas=integer("NATS_STREAM_REPLICAS", 1, 1, 5),
         redis_url=env.get("REDIS_URL", ""),
         # Seed §9: 1000 requests an hour per user, 100 trading operations a minute per user, 10 auth operations
         # a minute per client address.

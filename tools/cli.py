@@ -191,7 +191,8 @@ def cmd_consume(args) -> None:
 
         start_http_server(settings.consumer_metrics_port, addr=settings.host)
     runner.run(settings.nats_url, settings.database_url, args.batch or settings.consumer_batch,
-               settings.consumer_partitions, dt.timedelta(hours=settings.feed_retention_hours))
+               settings.consumer_partitions, settings.nats_stream_replicas,
+               dt.timedelta(hours=settings.feed_retention_hours))
 
 
 def cmd_deliver(args) -> None:
