@@ -45,14 +45,14 @@ def service_env() -> dict:
             **{f"RATE_LIMIT_{kind}": "1000000/s" for kind in ("API", "TRADING", "AUTH")}}
 
 
-async def _ensure_stream(nats_url: str) -> None:
-    """The TRADING stream as `tiris consume` creates it, so the bot can publish before a consumer got there."""
+async def _ensure_streams(nats_url: str, partitions: int) -> None:
+    """The streams as `tiris consume` creates them, so the bot can publish before a consumer got there."""
     import nats
 
-    from consumers import runner
+    from consumers import streams
 
     nc = await nats.connect(nats_url)
-    await runner.ensure_stream(nc.jetstream())
+    await streams.ensure_streams(nc.jetstream(), partitions)
     await nc.close()
 
 
@@ -60,13 +60,13 @@ async def _lag(nats_url: str, partitions: int) -> int:
     """Messages not yet acknowledged by every partition's consumer (not delivered, or delivered and in hand)."""
     import nats
 
-    from consumers import runner
+    from consumers import streams
 
     nc = await nats.connect(nats_url, connect_timeout=5, max_reconnect_attempts=1)
     try:
         js, lag = nc.jetstream(), 0
         for partition in range(partitions):
-            info = await js.consumer_info(runner.STREAM, runner.consumer_name(partition))
+            info = await js.consumer_info(streams.LEDGER, streams.consumer_name(partition))
             lag += info.num_pending + info.num_ack_pending
         return lag
     finally:
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
         engine.configure(settings)  # setup() configured an engine of its own
         accounts = load.create_rest_accounts(args.rest_users, token_ttl=int(args.seconds + DRAIN_TIMEOUT + 900))
         engine.engine().dispose()  # the driver's own pool must not hold connections across the faults
-        asyncio.run(_ensure_stream(cluster.jetstream.url))
+        asyncio.run(_ensure_streams(cluster.jetstream.url, settings.consumer_partitions))
 
         events = load.bot_events(plan, int(args.event_rate * args.seconds), args.seed)
         expected = invariants.Expected()
