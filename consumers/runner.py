@@ -21,6 +21,7 @@ import nats
 import psycopg
 from nats.errors import ConnectionClosedError, NoServersError, TimeoutError as FetchTimeout
 from nats.js.errors import ServiceUnavailableError
+from sqlalchemy import exc as sa_exc
 
 from consumers import expiry, fetched, migration, streams
 from consumers.contract import load_channels
@@ -32,6 +33,7 @@ log = logging.getLogger("tiris.consumer")
 STREAM = LEDGER  # the stream the partition consumers read
 LEASE_LOCK = migration.LEASE_LOCK
 TRIM_EVERY = 60.0  # seconds between two trims of the live feed past its retention
+DATABASE_RETRY = 2.0  # seconds between two attempts to take the partitions again after the database was lost
 
 
 def servers(nats_url: str) -> list[str]:
@@ -64,43 +66,75 @@ async def consume(nats_url: str, database_url: str, *, batch_size: int = 500, pa
                   replicas: int = 1, stop: asyncio.Event | None = None,
                   feed_retention: dt.timedelta | None = None) -> None:
     stop = stop or asyncio.Event()
-    next_trim = 0.0
     channels = load_channels()
     # Reconnect forever: a consumer that gives up after a two-minute outage is a silent outage of its own.
     nc = await nats.connect(servers(nats_url), max_reconnect_attempts=-1, reconnect_time_wait=1, ping_interval=10,
                             name="tiris-consume")
     js = nc.jetstream()
-    leases = await psycopg.AsyncConnection.connect(**psycopg_kwargs(database_url, autocommit=True))
-    layout = await migration.migrate(js, leases, partitions, replicas, channels, batch_size, stop)
-    owned: dict[int, asyncio.Task] = {}
-    while layout and not stop.is_set():
-        if failed := [task for task in owned.values() if task.done() and task.exception()]:
-            # Holding a lease on a partition nobody works would stall its users: let the supervisor restart us.
-            stop.set()
-            raise failed[0].exception()
-        for partition in range(partitions):
-            if partition in owned:
-                continue
-            cursor = await leases.execute("SELECT pg_try_advisory_lock(%s, %s)", (LEASE_LOCK, partition))
-            if (await cursor.fetchone())[0]:
-                owned[partition] = asyncio.create_task(
-                    consume_partition(js, partition, layout, channels, batch_size, stop))
-        if owned:
-            await asyncio.to_thread(_heartbeat, [consumer_name(p) for p in owned])
-            await asyncio.to_thread(expiry.release_expired)
-            if feed_retention is not None and time.monotonic() >= next_trim:
-                await asyncio.to_thread(expiry.trim_feed, feed_retention)
-                next_trim = time.monotonic() + TRIM_EVERY
+    while not stop.is_set():
         try:
-            await asyncio.wait_for(stop.wait(), timeout=5)  # standbys look for released partitions this often
-        except asyncio.TimeoutError:
-            pass
-    await asyncio.gather(*owned.values(), return_exceptions=True)
-    await leases.close()
+            await _session(js, database_url, partitions, replicas, channels, batch_size, stop, feed_retention)
+        except (psycopg.OperationalError, sa_exc.OperationalError) as error:
+            # The leases went with the connection: the partitions are free for any process, this one included.
+            log.warning("PostgreSQL unavailable (%s); partitions released, taking them again in %.0f s",
+                        str(error).splitlines()[0] if str(error) else type(error).__name__, DATABASE_RETRY)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=DATABASE_RETRY)
+            except asyncio.TimeoutError:
+                pass
     # Acks are plain publishes: flush them out, then close. (drain() waits out its 30 s timeout on a pull
     # subscription with nats-py 2.16.)
     await nc.flush(timeout=5)
     await nc.close()
+
+
+async def _session(js, database_url: str, partitions: int, replicas: int, channels, batch_size: int,
+                   stop: asyncio.Event, feed_retention: dt.timedelta | None) -> None:
+    """Holds the leases of the partitions it works, on one connection, until `stop`. If that connection (or the
+    database) is lost, the partitions are stopped first, their batches in hand left unacknowledged (so redelivered
+    in order), before the error is raised: another process may own them as soon as the leases are gone."""
+    ended = asyncio.Event()  # `stop`, or this session's database lost
+    forward = asyncio.create_task(_when(stop, ended))
+    owned: dict[int, asyncio.Task] = {}
+    leases = None
+    try:
+        leases = await psycopg.AsyncConnection.connect(**psycopg_kwargs(database_url, autocommit=True))
+        layout = await migration.migrate(js, leases, partitions, replicas, channels, batch_size, stop)
+        next_trim = 0.0
+        while layout and not stop.is_set():
+            if failed := [task for task in owned.values() if task.done() and task.exception()]:
+                # Holding a lease on a partition nobody works would stall its users: let the supervisor restart us.
+                stop.set()
+                raise RuntimeError("a partition's task failed") from failed[0].exception()
+            for partition in range(partitions):
+                if partition in owned:
+                    continue
+                cursor = await leases.execute("SELECT pg_try_advisory_lock(%s, %s)", (LEASE_LOCK, partition))
+                if (await cursor.fetchone())[0]:
+                    owned[partition] = asyncio.create_task(
+                        consume_partition(js, partition, layout, channels, batch_size, ended))
+            if owned:
+                await asyncio.to_thread(_heartbeat, [consumer_name(p) for p in owned])
+                await asyncio.to_thread(expiry.release_expired)
+                if feed_retention is not None and time.monotonic() >= next_trim:
+                    await asyncio.to_thread(expiry.trim_feed, feed_retention)
+                    next_trim = time.monotonic() + TRIM_EVERY
+            await leases.execute("SELECT 1")  # the leases still stand (a lost connection raises here)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=5)  # standbys look for released partitions this often
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        ended.set()
+        forward.cancel()
+        await asyncio.gather(*owned.values(), return_exceptions=True)
+        if leases is not None:
+            await leases.close()
+
+
+async def _when(event: asyncio.Event, then: asyncio.Event) -> None:
+    await event.wait()
+    then.set()
 
 
 def _heartbeat(names: list[str]) -> None:

@@ -137,5 +137,6 @@ def test_a_short_chaos_run_under_every_kind_of_fault_keeps_every_invariant():
     for kind in faults.KINDS:
         assert counts[kind] >= 1, (kind, summary)
     assert counts["poison"] > 0 and counts["duplicates"] > 0 and counts["rest_ok"] > 0, summary
+    assert " restarted_after_exit=0 " in summary, summary  # no process died of a fault it should ride out
     assert summary.endswith("invariants: " + ", ".join(f"{name} ok" for name in invariants.NAMES)), summary
 
