@@ -55,19 +55,19 @@ def replace_all(conn: sa.Connection, user_id: uuid.UUID, webhook_id: uuid.UUID, 
     conn.execute(sa.delete(balance_monitors).where(balance_monitors.c.webhook_id == webhook_id))
     if not wanted:
         return
+    wanted = [(uuid.UUID(str(m["sub_account_id"])), Decimal(m["threshold"]), m["direction"]) for m in wanted]
     since = feed.head(conn, user_id)  # read before the balances: a later booking's event is after it
-    ids = list({uuid.UUID(str(m["sub_account_id"])) for m in wanted})
+    ids = list({account_id for account_id, _, _ in wanted})
     available = dict(conn.execute(sa.select(sub_accounts.c.id, sub_accounts.c.balance - sub_accounts.c.locked).where(
         sub_accounts.c.id.in_(ids), sub_accounts.c.user_id == user_id, sub_accounts.c.deleted_at.is_(None))).all())
     if missing := sorted(str(i) for i in set(ids) - set(available)):
         raise Refused("A monitor names a sub-account you do not have.", code="UNKNOWN_SUB_ACCOUNT",
                       details={"sub_account_ids": missing})
     conn.execute(sa.insert(balance_monitors), [
-        {"webhook_id": webhook_id, "user_id": user_id, "sub_account_id": uuid.UUID(str(m["sub_account_id"])),
-         "threshold": Decimal(m["threshold"]), "direction": m["direction"], "since_feed_id": since,
-         "beyond": is_beyond(available[uuid.UUID(str(m["sub_account_id"]))], Decimal(m["threshold"]), m["direction"]),
-         "position": position}
-        for position, m in enumerate(wanted)])
+        {"webhook_id": webhook_id, "user_id": user_id, "sub_account_id": account_id, "threshold": threshold,
+         "direction": direction, "since_feed_id": since,
+         "beyond": is_beyond(available[account_id], threshold, direction), "position": position}
+        for position, (account_id, threshold, direction) in enumerate(wanted)])
 
 
 def of_webhooks(conn: sa.Connection, webhook_ids: list) -> dict[uuid.UUID, list[dict]]:

@@ -330,9 +330,6 @@ class WebSocket(Channel):
         await self._json({"type": "heartbeat"})
 
 
-WS_CLOSE = {401: 4401, 429: 4429, 400: 4400}
-
-
 async def serve_websocket(scope, receive, send) -> None:
     """The client sends one `subscribe` message (`token` unless the Authorization header has it, or `ticket`;
     optional `types` and `last_event_id`), then receives events; the server only closes with a reason."""
@@ -410,7 +407,7 @@ def _ws_caller(scope, request: dict) -> Caller:
 
 async def _ws_close(send, channel: WebSocket, status: int, code: str, message: str) -> None:
     await channel.notice("error", {"code": code, "message": message, "status": status})
-    await send({"type": "websocket.close", "code": WS_CLOSE.get(status, 4000)})
+    await send({"type": "websocket.close", "code": 4000 + status})  # 4400, 4401, 4429
 
 
 # --- where both are served
