@@ -7,6 +7,7 @@ none was dead-lettered), and each user's events were applied in the order they w
 """
 
 import asyncio
+from collections import Counter
 
 import nats
 import sqlalchemy as sa
@@ -49,7 +50,9 @@ def test_each_event_is_delivered_to_one_partition_and_a_users_events_share_it(se
             await nc.close()
 
     delivered, subjects = asyncio.run(inspect())
-    assert sum(delivered) == len(events) and all(delivered)  # once each, spread over the four
+    stored = Counter(int(subject.split(".")[2]) for subject in subjects)  # ledger.<N>.<partition>.…
+    assert sum(delivered) == len(events)  # once each
+    assert delivered == [stored[p] for p in range(4)]  # each partition's consumer had exactly its own messages
     partitions = {}
     for subject in subjects:
         partitions.setdefault(subject.rpartition(".")[2], set()).add(subject.split(".")[2])
