@@ -3,8 +3,10 @@
 Users are spread over CONSUMER_PARTITIONS partitions by a hash of the user id (the subject's last token), which
 NATS computes as it copies each message into the LEDGER stream (consumers/streams.py): partition k's durable pull
 consumer is filtered on its own subjects, so each message is delivered to one consumer. A partition is worked by
-one process at a time: the owner holds a PostgreSQL advisory lock for it, so several `tiris consume` processes
-split the partitions between them and a standby takes over a dead process's partitions. Before any partition is
+one process at a time: the owner holds a PostgreSQL advisory lock for it. Several `tiris consume` processes split
+the partitions evenly: each counts the live processes (their lease connections) and works at most its share,
+handing the partitions beyond it over (after their batch in hand is acknowledged), and a standby takes over a dead
+process's partitions. Before any partition is
 worked, the consumers of an earlier layout finish their messages (consumers/migration.py). Order per user holds
 because a partition's batch is retried in place (never overtaken) and max_ack_pending equals the batch size, so a
 crashed process's batch is redelivered before anything newer. Throughput comes from the batch: hundreds of events
@@ -32,6 +34,7 @@ from db.urls import psycopg_kwargs
 log = logging.getLogger("tiris.consumer")
 STREAM = LEDGER  # the stream the partition consumers read
 LEASE_LOCK = migration.LEASE_LOCK
+LEASES = "tiris-consume leases"  # the application_name of each process's lease connection: how processes count
 TRIM_EVERY = 60.0  # seconds between two trims of the live feed past its retention
 DATABASE_RETRY = 2.0  # seconds between two attempts to take the partitions again after the database was lost
 
@@ -93,26 +96,34 @@ async def _session(js, database_url: str, partitions: int, replicas: int, channe
     """Holds the leases of the partitions it works, on one connection, until `stop`. If that connection (or the
     database) is lost, the partitions are stopped first, their batches in hand left unacknowledged (so redelivered
     in order), before the error is raised: another process may own them as soon as the leases are gone."""
-    ended = asyncio.Event()  # `stop`, or this session's database lost
-    forward = asyncio.create_task(_when(stop, ended))
-    owned: dict[int, asyncio.Task] = {}
+    owned: dict[int, tuple[asyncio.Task, asyncio.Event]] = {}  # partition -> its loop and the loop's own stop
+    forward = asyncio.create_task(_when(stop, lambda: [halt.set() for _, halt in owned.values()]))
     leases = None
     try:
-        leases = await psycopg.AsyncConnection.connect(**psycopg_kwargs(database_url, autocommit=True))
+        leases = await psycopg.AsyncConnection.connect(**psycopg_kwargs(database_url, autocommit=True,
+                                                                        application_name=LEASES))
         layout = await migration.migrate(js, leases, partitions, replicas, channels, batch_size, stop)
         next_trim = 0.0
         while layout and not stop.is_set():
-            if failed := [task for task in owned.values() if task.done() and task.exception()]:
+            if failed := [task for task, _ in owned.values() if task.done() and task.exception()]:
                 # Holding a lease on a partition nobody works would stall its users: let the supervisor restart us.
                 stop.set()
                 raise RuntimeError("a partition's task failed") from failed[0].exception()
+            share = -(-partitions // await _processes(leases))
+            for partition in sorted(owned)[share:]:  # beyond our share: finish its batch in hand, then let go
+                task, halt = owned.pop(partition)
+                halt.set()
+                await asyncio.gather(task, return_exceptions=True)
+                await leases.execute("SELECT pg_advisory_unlock(%s, %s)", (LEASE_LOCK, partition))
+                log.info("handed partition %d over (a share is %d)", partition, share)
             for partition in range(partitions):
-                if partition in owned:
+                if partition in owned or len(owned) >= share:
                     continue
                 cursor = await leases.execute("SELECT pg_try_advisory_lock(%s, %s)", (LEASE_LOCK, partition))
                 if (await cursor.fetchone())[0]:
-                    owned[partition] = asyncio.create_task(
-                        consume_partition(js, partition, layout, channels, batch_size, ended))
+                    halt = asyncio.Event()
+                    owned[partition] = (asyncio.create_task(
+                        consume_partition(js, partition, layout, channels, batch_size, halt)), halt)
             if owned:
                 await asyncio.to_thread(_heartbeat, [consumer_name(p) for p in owned])
                 await asyncio.to_thread(expiry.release_expired)
@@ -125,16 +136,24 @@ async def _session(js, database_url: str, partitions: int, replicas: int, channe
             except asyncio.TimeoutError:
                 pass
     finally:
-        ended.set()
+        for _, halt in owned.values():
+            halt.set()
         forward.cancel()
-        await asyncio.gather(*owned.values(), return_exceptions=True)
+        await asyncio.gather(*(task for task, _ in owned.values()), return_exceptions=True)
         if leases is not None:
             await leases.close()
 
 
-async def _when(event: asyncio.Event, then: asyncio.Event) -> None:
+async def _when(event: asyncio.Event, then) -> None:
     await event.wait()
-    then.set()
+    then()
+
+
+async def _processes(leases: psycopg.AsyncConnection) -> int:
+    """How many `tiris consume` processes are alive on this database, this one included."""
+    cursor = await leases.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                  "AND application_name = %s", (LEASES,))
+    return max((await cursor.fetchone())[0], 1)
 
 
 def _heartbeat(names: list[str]) -> None:

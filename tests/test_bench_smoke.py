@@ -21,10 +21,14 @@ def test_bench_tooling_produces_every_figure_and_keeps_the_rest_of_the_file(tmp_
             assert measured["requests"] > 0 and measured["rps"] > 0, (operation, target, measured)
             assert measured["non_2xx"] == 0, (operation, target, measured)
     events = figures["events"]
-    assert events["throughput"]["events"] == 200 and events["throughput"]["fills_per_s"] > 0
-    assert events["latency"]["events"] >= 50 and events["latency"]["p99_ms"] > 0
-    assert events["ceiling"]["events"] == 200 and events["ceiling"]["fills_per_s"] > 0
-    assert figures["rest"]["rss_mb"] > 0 and events["rss_mb"] > 0
+    for consumers in (1, 2):
+        measured = events["runs"][consumers]
+        assert measured["throughput"]["events"] == 200 and measured["throughput"]["fills_per_s"] > 0
+        assert measured["latency"]["events"] >= 50 and measured["latency"]["p99_ms"] > 0
+        assert measured["rss_mb"] > 0
+    for ceiling in ("ceiling", "database"):
+        assert events[ceiling]["events"] == 200 and events[ceiling]["fills_per_s"] > 0
+    assert figures["rest"]["rss_mb"] > 0
     stream = figures["stream"]
     assert stream["streams"] == 10 and stream["refused"] == 0 and stream["held_rss_mb"] > 0
     assert stream["bookings"] > 0 and stream["deliveries"] == stream["expected_deliveries"]
@@ -33,4 +37,4 @@ def test_bench_tooling_produces_every_figure_and_keeps_the_rest_of_the_file(tmp_
     text = output.read_text()
     assert "<!-- timeseries:begin -->\nkept as it is\n<!-- timeseries:end -->" in text
     assert text.count(report.BEGIN) == 1 and text.count(report.END) == 1
-    assert "Fills/s, publish → commit" in text and "SSE streams held by one API worker" in text
+    assert "two `tiris consume`" in text and "the database's own limit" in text and "SSE streams held by one API worker" in text

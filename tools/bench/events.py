@@ -163,3 +163,71 @@ def ceiling(conninfo: str, events, batch_size: int) -> dict:
                                     legs)
     seconds = time.monotonic() - started
     return {"events": len(payloads), "fills_per_s": len(payloads) / seconds, "seconds": seconds}
+
+
+# The database's own limit: fills booked by SQL alone, n per transaction, the plan's users in turn. Each statement
+# writes what a fill writes in the ceiling above (a claim, a trading log, two legs with their closing balances, two
+# balance updates), with the arithmetic done by PostgreSQL's NUMERIC; Python only sends the statement.
+SERVER_SIDE_BATCH = """
+WITH fill AS (
+    SELECT gen_random_uuid() AS log_id, gen_random_uuid()::text AS event_id, g, u.*,
+           (1 + g %% 10) / 1000.0 AS volume, 3000 + g %% 97 AS price
+    FROM generate_series(0, %(n)s - 1) AS g
+    JOIN unnest(%(users)s::uuid[], %(exchanges)s::uuid[], %(bases)s::uuid[], %(quotes)s::uuid[])
+         WITH ORDINALITY AS u(user_id, exchange_id, base, quote, i) ON u.i = (%(start)s + g) %% %(count)s + 1
+), leg AS (
+    SELECT gen_random_uuid() AS id, fill.*, l.*
+    FROM fill, LATERAL (VALUES (1, base, 'credit', volume),
+                               (2, quote, 'debit', round(volume * price * 1.001, 8))) AS l(n, account, direction, amount)
+), moved AS (
+    SELECT account, sum(CASE direction WHEN 'credit' THEN amount ELSE -amount END) AS delta FROM leg GROUP BY account
+), balance AS (
+    UPDATE sub_accounts AS s SET balance = s.balance + moved.delta, updated_at = now() FROM moved
+    WHERE s.id = moved.account RETURNING s.id, s.balance - moved.delta AS opening
+), claim AS (
+    INSERT INTO processed_events (event_id, event_type, user_id, subject, stream_seq)
+    SELECT event_id, 'orders.filled', user_id, 'trading.orders.filled.' || user_id, %(start)s + g FROM fill
+), log AS (
+    INSERT INTO trading_logs (id, event_time, user_id, exchange_id, type, source, message, trade, transaction_ids,
+                              info)
+    SELECT log_id, now(), user_id, exchange_id, 'long', 'bot', 'buy ' || volume || ' ETH/USDT order filled',
+           jsonb_build_object('base_sub_account_id', base, 'quote_sub_account_id', quote, 'symbol', 'ETH/USDT',
+                              'volume', volume::text, 'price', price::text),
+           array_agg(id ORDER BY n), jsonb_build_object('order_id', 'o-' || g)
+    FROM leg GROUP BY log_id, event_id, g, user_id, exchange_id, base, quote, volume, price
+)
+INSERT INTO transactions (id, user_id, exchange_id, sub_account_id, direction, reason, amount, closing_balance, price,
+                          quote_symbol, trading_log_id, event_id, info)
+SELECT leg.id, user_id, exchange_id, account, direction, 'long', amount,
+       balance.opening + sum(CASE direction WHEN 'credit' THEN amount ELSE -amount END)
+                         OVER (PARTITION BY account ORDER BY g, n),
+       price, 'USDT', log_id, event_id, '{}'
+FROM leg JOIN balance ON balance.id = leg.account
+"""
+
+
+def database_limit(conninfo: str, plan: list[dict], count: int, per_transaction: int = 100, clients: int = 2) -> dict:
+    """Fills/s with the whole batch computed and written by one statement, `clients` connections at once; each
+    client books its own half of the users, so the clients never wait on each other's rows."""
+    columns = {name: [user[key] for user in plan] for name, key in (
+        ("users", "user_id"), ("exchanges", "exchange_id"), ("bases", "base_sub_account_id"),
+        ("quotes", "quote_sub_account_id"))}
+    share = len(plan) // clients
+    per_transaction = min(per_transaction, share)
+
+    def book(client: int) -> None:
+        users = {name: values[client * share:(client + 1) * share] for name, values in columns.items()}
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            for start in range(0, count // clients, per_transaction):
+                conn.execute(SERVER_SIDE_BATCH, {**users, "n": per_transaction, "start": start, "count": share})
+
+    threads = [threading.Thread(target=book, args=(client,)) for client in range(clients)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.monotonic() - started
+    booked = clients * len(range(0, count // clients, per_transaction)) * per_transaction
+    return {"events": booked, "fills_per_s": booked / seconds, "seconds": seconds, "clients": clients,
+            "per_transaction": per_transaction}
