@@ -6,6 +6,7 @@ against the contract itself: pydantic's Decimal drops the decimal-string pattern
 makes generated/models.py from.
 """
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,6 +128,8 @@ def load_channels() -> dict[str, Channel]:
     document = yaml.safe_load(ASYNCAPI.read_text())
     contract = merged_schemas()
     checker = FormatChecker()
+    # A pure check, and a batch names the same ids again and again (users, exchanges, sub-accounts): remembered.
+    conforms = functools.lru_cache(maxsize=8192)(lambda name, value: checker.conforms(value, name))
     channels = {}
     for channel in received_channels(document).values():
         prefix = channel["address"].removesuffix(".{user_id}")
@@ -136,7 +139,7 @@ def load_channels() -> dict[str, Channel]:
             schema = {"$defs": contract["$defs"], **_inline(contract["$defs"][name], contract["$defs"])}
             # Formats are the one checker's in both, so both validators accept exactly the same payloads.
             fast = jsonschema_rs.Draft7Validator(schema, validate_formats=True, formats={
-                name: (lambda value, name=name: checker.conforms(value, name)) for name in checker.checkers})
+                name: functools.partial(conforms, name) for name in checker.checkers})
             channels[prefix] = Channel(prefix, getattr(models, name), Draft7Validator(schema, format_checker=checker),
                                        fast)
     return channels

@@ -48,7 +48,7 @@ def parse(message: Incoming, channels: dict[str, Channel]) -> Parsed:
     if errors := channel.errors(payload):
         problems = "; ".join(f"{'/'.join(map(str, e.absolute_path)) or '$'}: {e.message}" for e in errors[:10])
         return invalid(f"invalid {channel.model.__name__}: {problems}")
-    if where := _nul_at(payload):
+    if b"\\u0000" in message.data and (where := _nul_at(payload)):  # JSON writes U+0000 only so escaped
         return invalid(f"{where}: U+0000 is not allowed in a string (the database cannot store it)")
     if payload["event_type"] != channel.event_type:
         return invalid(f"event_type {payload['event_type']} does not belong on {prefix}")

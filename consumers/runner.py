@@ -15,6 +15,7 @@ per database transaction.
 
 import asyncio
 import datetime as dt
+import gc
 import logging
 import signal
 import time
@@ -164,9 +165,19 @@ def _heartbeat(names: list[str]) -> None:
         log.warning("could not record the consumer's sign of life", exc_info=True)
 
 
+def quieter_collector() -> None:
+    """A batch allocates a few hundred thousand short-lived objects (models, rows, Decimals), nearly all freed by
+    their reference counts. With the default thresholds the cyclic collector still ran hundreds of times a batch,
+    its older passes walking every long-lived object (modules, schemas, compiled statements): 15-20 % of a batch's
+    CPU. What is alive at start is moved out of its reach, and it runs a thirtieth as often."""
+    gc.freeze()
+    gc.set_threshold(20_000, 10, 10)
+
+
 def run(nats_url: str, database_url: str, batch_size: int, partitions: int, replicas: int = 1,
         feed_retention: dt.timedelta | None = None) -> None:
     """Runs until SIGTERM/SIGINT; batches in hand are finished and acknowledged before exiting."""
+    quieter_collector()
 
     async def main():
         stop = asyncio.Event()

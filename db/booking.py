@@ -17,7 +17,7 @@ from decimal import Decimal, localcontext
 
 import sqlalchemy as sa
 
-from db import bots, feed, holds, ledger, legs, orders, positions, reversals, trading_logs
+from db import bots, bulk, feed, holds, ledger, legs, orders, positions, reversals, trading_logs
 from db.commands import Adjustment, BotSeen, Entry, HoldExpiry, LockChange, OrderChange, Reversal, Trade, Transfer
 from db.errors import Conflict, DomainError, NotFound, Refused
 from db.holds import Hold, OrderKey
@@ -181,7 +181,7 @@ def _exchange_owners(conn: sa.Connection, entries: list[Entry]) -> dict[uuid.UUI
     if not named:
         return {}
     return dict(conn.execute(sa.select(exchanges.c.id, exchanges.c.user_id).where(
-        exchanges.c.id.in_(named), exchanges.c.deleted_at.is_(None))).all())
+        bulk.among(exchanges.c.id, named), exchanges.c.deleted_at.is_(None))).all())
 
 
 def _exchange_of(command) -> uuid.UUID | None:

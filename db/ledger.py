@@ -24,7 +24,7 @@ def lock_accounts(conn: sa.Connection, ids) -> dict[uuid.UUID, Account]:
         return {}
     c = sub_accounts.c
     rows = conn.execute(sa.select(c.id, c.user_id, c.exchange_id, c.symbol, c.balance, c.locked)
-                        .where(c.id.in_(sorted(set(ids))), c.deleted_at.is_(None))
+                        .where(bulk.among(c.id, set(ids)), c.deleted_at.is_(None))
                         .order_by(c.id).with_for_update())
     return {row.id: Account(*row) for row in rows}
 
