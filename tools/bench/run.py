@@ -51,6 +51,12 @@ def _peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []
@@ -182,7 +188,7 @@ def bench_events(args, env: dict, database: Database, workdir: Path) -> dict:
 
     plan = simulate_bot.setup(args.event_users)
     result = {"runs": {count: _consumed(args, env, database, workdir, plan, consumers=count, seed=10 * count)
-                       for count in (1, 2)}}
+                       for count in args.consumers}}
     result["ceiling"] = event_bench.ceiling(database.conninfo, event_bench.fills(plan, args.fills, seed=3),
                                             args.batch)
     result["database"] = event_bench.database_limit(database.conninfo, plan, args.fills)
@@ -208,8 +214,11 @@ def _consumed(args, env: dict, database: Database, workdir: Path, plan: list[dic
         watcher = event_bench.CommitWatcher(database.conninfo)
         watcher.start()
         nats_url = env["NATS_URL"]
+        before = sum(_cpu_seconds(process.pid) for process in processes)
         result = {"throughput": event_bench.throughput(
             nats_url, watcher, event_bench.fills(plan, args.fills, seed=seed), timeout=args.timeout)}
+        used = sum(_cpu_seconds(process.pid) for process in processes) - before
+        result["cpu_us_per_fill"] = used / args.fills * 1e6
         half = result["throughput"]["fills_per_s"] / 2
         count = max(50, int(half * args.latency_seconds))
         result["latency"] = event_bench.latency(nats_url, watcher, event_bench.fills(plan, count, seed=seed + 1),
@@ -235,7 +244,10 @@ def _leases(conn: psycopg.Connection) -> dict[int, int]:
 
 
 def _shares(partitions: int, processes: int) -> list[int]:
-    return sorted(partitions // processes + (n < partitions % processes) for n in range(processes))
+    """The partitions each process works once they are split (consumers/runner.py), in ascending order."""
+    share = -(-partitions // processes)
+    counts = [min(share, partitions - n * share) for n in range(processes)]
+    return sorted(count for count in counts if count > 0)
 
 
 def ledger_consistent(conninfo: str) -> bool:
@@ -335,6 +347,8 @@ def parse_args(argv=None):
     parser.add_argument("--fills", type=int, default=15000)
     parser.add_argument("--event-users", type=int, default=200)
     parser.add_argument("--latency-seconds", type=float, default=10)
+    parser.add_argument("--consumers", type=lambda text: [int(n) for n in text.split(",")], default=[1, 2],
+                        help="the counts of `tiris consume` processes to measure, comma-separated (the report needs 1,2)")
     parser.add_argument("--batch", type=int, default=500, help="the ceiling's batch (the consumer's default)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for the events to commit")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
