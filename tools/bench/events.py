@@ -24,7 +24,9 @@ from generated.models import TradeType
 from tools import simulate_bot
 
 POLL = 0.01
-OLDEST_OPEN = ("SELECT least(clock_timestamp(), min(xact_start)) FROM pg_stat_activity "
+# A backend stamps its transaction's start a moment before pg_stat_activity shows it: the next poll reads from a
+# little earlier than the oldest open transaction, so a transaction caught in that moment is not missed.
+OLDEST_OPEN = ("SELECT least(clock_timestamp(), min(xact_start)) - interval '100 milliseconds' FROM pg_stat_activity "
                "WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL")
 
 
