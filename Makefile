@@ -42,7 +42,7 @@ test: $(STAMP)
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),100) $(PY) -m pytest tests/test_schemathesis.py tests/test_schemathesis_live.py $(PYTEST_ARGS)
 
-# Our speed beside the ceilings, in one run (~5 min); writes the bench section of BENCHMARKS.md. Needs wrk.
+# Our speed beside the ceilings, in one run (~3 min); writes the bench section of BENCHMARKS.md. Needs wrk.
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y wrk >/dev/null; } || { echo "bench: install wrk (apt-get install wrk)"; exit 1; }
 	$(PY) -m tools.bench.run $(BENCH_ARGS)
