@@ -19,6 +19,7 @@ import gc
 import logging
 import signal
 import time
+from collections.abc import Callable
 
 import nats
 import psycopg
@@ -98,7 +99,12 @@ async def _session(js, database_url: str, partitions: int, replicas: int, channe
     database) is lost, the partitions are stopped first, their batches in hand left unacknowledged (so redelivered
     in order), before the error is raised: another process may own them as soon as the leases are gone."""
     owned: dict[int, tuple[asyncio.Task, asyncio.Event]] = {}  # partition -> its loop and the loop's own stop
-    forward = asyncio.create_task(_when(stop, lambda: [halt.set() for _, halt in owned.values()]))
+
+    def halt_all() -> None:
+        for _, halt in owned.values():
+            halt.set()
+
+    forward = asyncio.create_task(_when(stop, halt_all))
     leases = None
     try:
         leases = await psycopg.AsyncConnection.connect(**psycopg_kwargs(database_url, autocommit=True,
@@ -137,15 +143,14 @@ async def _session(js, database_url: str, partitions: int, replicas: int, channe
             except asyncio.TimeoutError:
                 pass
     finally:
-        for _, halt in owned.values():
-            halt.set()
+        halt_all()
         forward.cancel()
         await asyncio.gather(*(task for task, _ in owned.values()), return_exceptions=True)
         if leases is not None:
             await leases.close()
 
 
-async def _when(event: asyncio.Event, then) -> None:
+async def _when(event: asyncio.Event, then: Callable[[], None]) -> None:
     await event.wait()
     then()
 

@@ -38,6 +38,9 @@ def _quoted(value) -> str:
 
 def literal(values, item: sa.types.TypeEngine) -> str:
     """`values` as a PostgreSQL array literal of `item`s (NULL for None)."""
+    values = list(values)
+    if not values:
+        return "{}"
     kinds = set(map(type, values))
     if type(None) in kinds:  # the general path, an element at a time
         element = _bare if isinstance(item, _BARE) else _iso if isinstance(item, (sa.DateTime, sa.Date)) else _quoted
@@ -53,9 +56,9 @@ def literal(values, item: sa.types.TypeEngine) -> str:
         values = [value.value if isinstance(value, enum.Enum) else str(value) for value in values]
     # Escaped once over the whole column; U+0000, which no text column can hold, separates the elements meanwhile.
     joined = "\x00".join(values)
-    if joined.count("\x00") != max(len(values) - 1, 0):
+    if joined.count("\x00") != len(values) - 1:
         raise ValueError("U+0000 is not allowed in a string (the database cannot store it)")
-    return '{"' + joined.replace("\\", "\\\\").replace('"', '\\"').replace("\x00", '","') + '"}' if values else "{}"
+    return '{"' + joined.replace("\\", "\\\\").replace('"', '\\"').replace("\x00", '","') + '"}'
 
 
 _HEX = operator.attrgetter("hex")
