@@ -52,7 +52,7 @@ def replay(nats_url: str, partitions: int, batch_size: int, *, start_time: dt.da
         names = []
         try:
             layout = await streams.ensure_streams(js, partitions, replicas)
-            state = (await js.stream_info(runner.STREAM)).state
+            state = (await js.stream_info(streams.LEDGER)).state
             if start_sequence is not None and start_sequence > state.last_seq:
                 raise Invalid(f"start_sequence {start_sequence} is beyond the stream's last sequence "
                               f"({state.last_seq}).", code="REPLAY_BEYOND_END",
@@ -67,10 +67,10 @@ def replay(nats_url: str, partitions: int, batch_size: int, *, start_time: dt.da
             for partition in range(layout.partitions):
                 name = streams.consumer_name(partition)
                 try:
-                    await js.delete_consumer(runner.STREAM, name)
+                    await js.delete_consumer(streams.LEDGER, name)
                 except NotFoundError:
                     pass
-                await js.add_consumer(runner.STREAM,
+                await js.add_consumer(streams.LEDGER,
                                       streams.consumer_config(partition, layout, batch_size).evolve(**start))
                 names.append(name)
         finally:

@@ -52,11 +52,11 @@ async def _read(nats_url: str, partitions: int, stall_after: float) -> dict[str,
                             allow_reconnect=False)
     try:
         js = nc.jetstream(timeout=2)
-        last_seq = (await js.stream_info(runner.STREAM)).state.last_seq
+        last_seq = (await js.stream_info(streams.LEDGER)).state.last_seq
         found = {}
         for name in names(partitions):
             try:
-                info = await js.consumer_info(runner.STREAM, name)
+                info = await js.consumer_info(streams.LEDGER, name)
             except NotFoundError:
                 continue
             found[name] = _progress(info, last_seq, stall_after)

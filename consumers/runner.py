@@ -34,8 +34,6 @@ from db import consumer_state, engine
 from db.urls import psycopg_kwargs
 
 log = logging.getLogger("tiris.consumer")
-STREAM = LEDGER  # the stream the partition consumers read
-LEASE_LOCK = migration.LEASE_LOCK
 LEASES = "tiris-consume leases"  # the application_name of each process's lease connection: how processes count
 TRIM_EVERY = 60.0  # seconds between two trims of the live feed past its retention
 DATABASE_RETRY = 2.0  # seconds between two attempts to take the partitions again after the database was lost
@@ -50,7 +48,7 @@ async def consume_partition(js, partition: int, layout: Layout, channels, batch_
                             stop: asyncio.Event) -> None:
     name = consumer_name(partition)
     await streams.ensure_consumer(js, partition, layout, batch_size)
-    sub = await js.pull_subscribe_bind(durable=name, stream=STREAM)
+    sub = await js.pull_subscribe_bind(durable=name, stream=LEDGER)
     log.info("working partition %d of %d", partition, layout.partitions)
     while not stop.is_set():
         try:
@@ -121,12 +119,12 @@ async def _session(js, database_url: str, partitions: int, replicas: int, channe
                 task, halt = owned.pop(partition)
                 halt.set()
                 await asyncio.gather(task, return_exceptions=True)
-                await leases.execute("SELECT pg_advisory_unlock(%s, %s)", (LEASE_LOCK, partition))
+                await leases.execute("SELECT pg_advisory_unlock(%s, %s)", (migration.LEASE_LOCK, partition))
                 log.info("handed partition %d over (a share is %d)", partition, share)
             for partition in range(partitions):
                 if partition in owned or len(owned) >= share:
                     continue
-                cursor = await leases.execute("SELECT pg_try_advisory_lock(%s, %s)", (LEASE_LOCK, partition))
+                cursor = await leases.execute("SELECT pg_try_advisory_lock(%s, %s)", (migration.LEASE_LOCK, partition))
                 if (await cursor.fetchone())[0]:
                     halt = asyncio.Event()
                     owned[partition] = (asyncio.create_task(

@@ -50,10 +50,10 @@ def _move_consumers_beyond_the_end(url: str, sequence: int) -> None:
     async def run():
         nc = await nats.connect(url)
         js = nc.jetstream()
-        layout = streams.layout_of((await js.stream_info(runner.STREAM)).config)
+        layout = streams.layout_of((await js.stream_info(streams.LEDGER)).config)
         for partition in range(4):
-            await js.delete_consumer(runner.STREAM, runner.consumer_name(partition))
-            await js.add_consumer(runner.STREAM, streams.consumer_config(partition, layout, 500).evolve(
+            await js.delete_consumer(streams.LEDGER, runner.consumer_name(partition))
+            await js.add_consumer(streams.LEDGER, streams.consumer_config(partition, layout, 500).evolve(
                 deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=sequence))
         await nc.close()
 

@@ -38,6 +38,10 @@ def _refuses_connections(url: str) -> bool:
         httpx.get(f"{url}/health/live", timeout=1)
     except httpx.ConnectError:
         return True
+    except (httpx.ReadError, httpx.RemoteProtocolError):
+        # Connected a moment before the listening socket closed: still queued unaccepted, the connection is reset
+        # with it. Not taken either; the next attempt finds the port closed.
+        return False
     return False
 
 

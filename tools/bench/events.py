@@ -179,8 +179,8 @@ WITH fill AS (
          WITH ORDINALITY AS u(user_id, exchange_id, base, quote, i) ON u.i = (%(start)s + g) %% %(count)s + 1
 ), leg AS (
     SELECT gen_random_uuid() AS id, fill.*, l.*
-    FROM fill, LATERAL (VALUES (1, base, 'credit', volume),
-                               (2, quote, 'debit', round(volume * price * 1.001, 8))) AS l(n, account, direction, amount)
+    FROM fill, LATERAL (VALUES (1, base, 'credit', volume), (2, quote, 'debit', round(volume * price * 1.001, 8)))
+         AS l(n, account, direction, amount)
 ), moved AS (
     SELECT account, sum(CASE direction WHEN 'credit' THEN amount ELSE -amount END) AS delta FROM leg GROUP BY account
 ), balance AS (

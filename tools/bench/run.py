@@ -353,7 +353,7 @@ def parse_args(argv=None):
     parser.add_argument("--event-users", type=int, default=200)
     parser.add_argument("--latency-seconds", type=float, default=10)
     parser.add_argument("--consumers", type=lambda text: [int(n) for n in text.split(",")], default=[1, 2],
-                        help="the counts of `tiris consume` processes to measure, comma-separated (the report needs 1,2)")
+                        help="`tiris consume` process counts to measure, comma-separated (the report needs 1,2)")
     parser.add_argument("--batch", type=int, default=500, help="the ceiling's batch (the consumer's default)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for the events to commit")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
