@@ -215,6 +215,7 @@ def _consumed(args, env: dict, database: Database, workdir: Path, plan: list[dic
         watcher = event_bench.CommitWatcher(database.conninfo)
         watcher.start()
         nats_url = env["NATS_URL"]
+
         def cpu() -> tuple[float, float]:  # (whole processes, their main threads: the asyncio loop with NATS)
             return (sum(_cpu_seconds(process.pid) for process in processes),
                     sum(_cpu_seconds(process.pid, process.pid) for process in processes))
@@ -298,7 +299,6 @@ def render(args, command: str, started: dt.datetime, figures: dict) -> str:
                      f"{ours['p99_ms']:.1f}) | {top['rps']:.0f} ({top['p50_ms']:.1f} / {top['p99_ms']:.1f}) | "
                      f"{ratio:.2f} | ≥ {GOALS['rest_ratio']} | {_met(ratio >= GOALS['rest_ratio'])}"
                      + (f" ({errors} failed)" if errors else "") + " |")
-    one, two = ev["runs"][1], ev["runs"][2]
     top, limit = ev["ceiling"]["fills_per_s"], ev["database"]["fills_per_s"]
     rates = {count: run["throughput"]["fills_per_s"] for count, run in ev["runs"].items()}
     lines += [
@@ -330,7 +330,7 @@ def render(args, command: str, started: dt.datetime, figures: dict) -> str:
         f"{st['rate']:.0f}), p50 / p99 ms | {st['p50_ms']:.0f} / "
         f"{st['p99_ms']:.0f} ({st['deliveries']} of {st['expected_deliveries']} delivered) | | | every one | "
         f"{_met(st['deliveries'] == st['expected_deliveries'])} |",
-        "", f"Publisher rate while unpaced: {one['throughput']['publish_per_s']:.0f} events/s. "
+        "", f"Publisher rate while unpaced: {ev['runs'][1]['throughput']['publish_per_s']:.0f} events/s. "
         f"Ledger consistent afterwards (balance = credits − debits on every sub-account): "
         f"{'yes' if figures['ledger_consistent'] else 'NO'}.",
     ]
@@ -363,7 +363,10 @@ def parse_args(argv=None):
     parser.add_argument("--streams", type=int, default=1000, help="SSE streams on one API worker")
     parser.add_argument("--stream-rate", type=float, default=500, help="bookings/s while the streams are open")
     parser.add_argument("--stream-seconds", type=float, default=10)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.skip_rest and not {1, 2} <= set(args.consumers):
+        parser.error("the report compares one consumer process with two: --consumers must name 1 and 2")
+    return args
 
 
 def main(argv=None) -> dict:
