@@ -35,6 +35,10 @@ from db.urls import psycopg_kwargs
 
 log = logging.getLogger("tiris.consumer")
 LEASES = "tiris-consume leases"  # the application_name of each process's lease connection: how processes count
+# Who holds which share, for whoever watches: (backend pid, partitions it holds) on the current database.
+LEASE_HOLDERS = ("SELECT pid, count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = "
+                 f"{migration.LEASE_LOCK} AND objid < 64 AND database = (SELECT oid FROM pg_database WHERE "
+                 "datname = current_database()) GROUP BY pid")
 TRIM_EVERY = 60.0  # seconds between two trims of the live feed past its retention
 DATABASE_RETRY = 2.0  # seconds between two attempts to take the partitions again after the database was lost
 

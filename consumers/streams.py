@@ -10,9 +10,10 @@ partition, computed by NATS with `{{partition(N, <the user token's wildcard>)}}`
 
 Partition k's durable consumer is filtered on `ledger.4.k.>`, so JetStream delivers each message to one consumer
 only. LEDGER's first sequence is the first TRADING sequence it copies, and it copies every message, so a message
-normally has the same sequence in both (the one the bot's publish acknowledgement names). The hash reads the user token alone (FNV-1a of the id, modulo N), so all of a user's events share a partition
-whatever their subject's shape, and sourcing copies TRADING in its order: a user's events reach their partition in
-the order they were published.
+normally has the same sequence in both (the one the bot's publish acknowledgement names). The hash reads the user
+token alone (FNV-1a of the id, modulo N), so all of a user's events share a partition whatever their subject's
+shape, and sourcing copies TRADING in its order: a user's events reach their partition in the order they were
+published.
 
 Why a second stream. A transform reads tokens through the `*` wildcards of its source pattern, and the user id is
 the 4th token of some subjects and the 3rd of others, so two patterns are needed. A stream's own

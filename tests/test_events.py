@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from consumers.migration import LEASE_LOCK
+from consumers.runner import LEASE_HOLDERS
 from db import engine
 from tests.helpers import balance_of, create_exchange, create_sub_account
 from tests.jetstream import jetstream, publish, settled, start_consumer, wait_for  # noqa: F401
@@ -177,10 +177,7 @@ def test_locks_move_within_bounds_and_notes_and_heartbeats_are_recorded(make_api
 def _leases() -> dict[int, int]:
     """pid -> how many partition leases it holds on this database."""
     with engine.reading() as conn:
-        return dict(conn.execute(sa.text(
-            "SELECT pid, count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = :space "
-            "AND objid < 64 AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-            "GROUP BY pid"), {"space": LEASE_LOCK}).all())
+        return dict(conn.exec_driver_sql(LEASE_HOLDERS).all())
 
 
 def test_a_second_consumer_process_is_handed_half_the_partitions_and_a_lone_one_takes_them_all_back(

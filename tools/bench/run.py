@@ -242,11 +242,9 @@ def _consumed(args, env: dict, database: Database, workdir: Path, plan: list[dic
 
 def _leases(conn: psycopg.Connection) -> dict[int, int]:
     """pid -> partitions it holds (consumers/runner.py: an advisory lock per partition)."""
-    from consumers.migration import LEASE_LOCK
+    from consumers.runner import LEASE_HOLDERS
 
-    return dict(conn.execute("SELECT pid, count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
-                             "classid = %s AND objid < 64 AND database = (SELECT oid FROM pg_database WHERE "
-                             "datname = current_database()) GROUP BY pid", (LEASE_LOCK,)).fetchall())
+    return dict(conn.execute(LEASE_HOLDERS).fetchall())
 
 
 def _shares(partitions: int, processes: int) -> list[int]:
