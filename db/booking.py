@@ -17,7 +17,7 @@ from decimal import Decimal, localcontext
 
 import sqlalchemy as sa
 
-from db import bots, bulk, feed, holds, ledger, legs, orders, positions, reversals, trading_logs
+from db import bots, bulk, feed, holds, ids, ledger, legs, orders, positions, reversals, trading_logs
 from db.commands import Adjustment, BotSeen, Entry, HoldExpiry, LockChange, OrderChange, Reversal, Trade, Transfer
 from db.errors import Conflict, DomainError, NotFound, Refused
 from db.holds import Hold, OrderKey
@@ -121,7 +121,7 @@ def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
             outcomes.append(Rejected(plan))
             continue
         at = when + dt.timedelta(microseconds=i)  # each entry its own instant: listings keep the booking order
-        log_id = uuid.uuid4() if entry.log else None
+        log_id = ids.new_id() if entry.log else None
         moved = [ledger.transaction_row(state.accounts[leg.sub_account_id], leg, closing, at,
                                         trading_log_id=log_id, event_id=entry.event_id, info=plan.info)
                  for leg, closing in plan.legs]

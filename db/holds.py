@@ -15,7 +15,7 @@ from typing import Literal
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import UUID
 
-from db import bulk
+from db import bulk, ids
 from db.errors import Conflict, NotFound, Refused
 from db.legs import MONEY_CONTEXT
 from db.schema import holds
@@ -65,7 +65,7 @@ def opened(user_id: uuid.UUID, exchange_id: uuid.UUID, sub_account_id: uuid.UUID
            order_id: str | None = None, expires_at: dt.datetime | None = None) -> Hold:
     if amount <= 0:
         raise Refused("A hold must be greater than zero.", code="AMOUNT_NOT_POSITIVE")
-    return Hold(uuid.uuid4(), user_id, exchange_id, sub_account_id, order_id, amount, amount, expires_at=expires_at)
+    return Hold(ids.new_id(), user_id, exchange_id, sub_account_id, order_id, amount, amount, expires_at=expires_at)
 
 
 def taken(hold: Hold, amount: Decimal) -> Hold:

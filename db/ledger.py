@@ -13,7 +13,7 @@ from decimal import Decimal, localcontext
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import UUID
 
-from db import bulk
+from db import bulk, ids
 from db.legs import MONEY_CONTEXT, Account, Leg
 from db.schema import sub_accounts, transactions
 
@@ -63,7 +63,7 @@ def write_transactions(conn: sa.Connection, rows: list[dict]) -> None:
 
 def transaction_row(account: Account, leg: Leg, closing_balance: Decimal, when: dt.datetime, *,
                     trading_log_id: uuid.UUID | None, event_id: str | None, info: dict) -> dict:
-    return {"id": uuid.uuid4(), "timestamp": when, "user_id": account.user_id, "exchange_id": account.exchange_id,
+    return {"id": ids.new_id(), "timestamp": when, "user_id": account.user_id, "exchange_id": account.exchange_id,
             "sub_account_id": leg.sub_account_id, "direction": leg.direction, "reason": leg.reason,
             "amount": leg.amount, "closing_balance": closing_balance, "price": leg.price,
             "quote_symbol": leg.quote_symbol, "fee": leg.fee, "trading_log_id": trading_log_id, "event_id": event_id,

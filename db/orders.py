@@ -16,7 +16,7 @@ from decimal import Decimal, localcontext
 
 import sqlalchemy as sa
 
-from db import bulk, pagination
+from db import bulk, ids, pagination
 from db.access import Caller, readable_by
 from db.commands import Order, OrderChange
 from db.errors import Conflict, NotFound, Refused
@@ -66,7 +66,7 @@ def key_of(user_id: uuid.UUID, order: Order) -> OrderKey:
 
 
 def new(user_id: uuid.UUID, order: Order, *, amount: Decimal | None, placed_at: dt.datetime | None) -> OrderRow:
-    return OrderRow(uuid.uuid4(), user_id, order.exchange_id, order.order_id, order.base_sub_account_id,
+    return OrderRow(ids.new_id(), user_id, order.exchange_id, order.order_id, order.base_sub_account_id,
                     order.quote_sub_account_id, order.symbol, order.side, order.order_type.value, OrderStatus.open,
                     amount, order.price, Decimal(0), Decimal(0), Decimal(0), order.source, placed_at)
 
