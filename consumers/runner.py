@@ -23,12 +23,12 @@ from collections.abc import Callable
 
 import nats
 import psycopg
-from nats.errors import ConnectionClosedError, NoServersError, TimeoutError as FetchTimeout
-from nats.js.errors import ServiceUnavailableError
+from nats.errors import ConnectionClosedError, NoServersError
 from sqlalchemy import exc as sa_exc
 
 from consumers import expiry, fetched, migration, streams
 from consumers.contract import load_channels
+from consumers.pull import Pull
 from consumers.streams import LEDGER, Layout, consumer_name
 from db import consumer_state, engine
 from db.urls import psycopg_kwargs
@@ -48,25 +48,23 @@ def servers(nats_url: str) -> list[str]:
     return [url.strip() for url in nats_url.split(",") if url.strip()]
 
 
-async def consume_partition(js, partition: int, layout: Layout, channels, batch_size: int,
+async def consume_partition(nc, js, partition: int, layout: Layout, channels, batch_size: int,
                             stop: asyncio.Event) -> None:
     name = consumer_name(partition)
     await streams.ensure_consumer(js, partition, layout, batch_size)
-    sub = await js.pull_subscribe_bind(durable=name, stream=LEDGER)
     log.info("working partition %d of %d", partition, layout.partitions)
-    while not stop.is_set():
-        try:
-            msgs = await sub.fetch(batch_size, timeout=1)
-        except (FetchTimeout, asyncio.TimeoutError):  # nats-py raises either when nothing arrived in time
-            continue
-        except (ConnectionClosedError, NoServersError, ServiceUnavailableError) as error:
-            log.warning("NATS unavailable (%s); retrying", type(error).__name__)
-            await asyncio.sleep(1)
-            continue
-        if msgs and not await fetched.apply(msgs, name, channels, stop):  # (empty while a replay recreates it)
-            return  # stopping mid-retry: unacknowledged, so redelivered in order later
-        for msg in msgs:
-            await msg.ack()
+    async with Pull(nc, LEDGER, name) as pull:
+        while not (stop.is_set() and pull.drained()):  # a stopping partition books what was delivered to it
+            try:
+                msgs = await pull.fetch(batch_size, expires=1, ask=not stop.is_set())
+            except (ConnectionClosedError, NoServersError) as error:
+                log.warning("NATS unavailable (%s); retrying", type(error).__name__)
+                await asyncio.sleep(1)
+                continue
+            if msgs and not await fetched.apply(msgs, name, channels, stop):
+                return  # stopping mid-retry: unacknowledged, so redelivered in order later
+            for msg in msgs:
+                await msg.ack()
 
 
 async def consume(nats_url: str, database_url: str, *, batch_size: int = 500, partitions: int = 4,
@@ -80,7 +78,7 @@ async def consume(nats_url: str, database_url: str, *, batch_size: int = 500, pa
     js = nc.jetstream()
     while not stop.is_set():
         try:
-            await _session(js, database_url, partitions, replicas, channels, batch_size, stop, feed_retention)
+            await _session(nc, js, database_url, partitions, replicas, channels, batch_size, stop, feed_retention)
         except (psycopg.OperationalError, sa_exc.OperationalError) as error:
             # The leases went with the connection: the partitions are free for any process, this one included.
             log.warning("PostgreSQL unavailable (%s); partitions released, taking them again in %.0f s",
@@ -95,7 +93,7 @@ async def consume(nats_url: str, database_url: str, *, batch_size: int = 500, pa
     await nc.close()
 
 
-async def _session(js, database_url: str, partitions: int, replicas: int, channels, batch_size: int,
+async def _session(nc, js, database_url: str, partitions: int, replicas: int, channels, batch_size: int,
                    stop: asyncio.Event, feed_retention: dt.timedelta | None) -> None:
     """Holds the leases of the partitions it works, on one connection, until `stop`. If that connection (or the
     database) is lost, the partitions are stopped first, their batches in hand left unacknowledged (so redelivered
@@ -132,7 +130,7 @@ async def _session(js, database_url: str, partitions: int, replicas: int, channe
                 if (await cursor.fetchone())[0]:
                     halt = asyncio.Event()
                     owned[partition] = (asyncio.create_task(
-                        consume_partition(js, partition, layout, channels, batch_size, halt)), halt)
+                        consume_partition(nc, js, partition, layout, channels, batch_size, halt)), halt)
             if owned:
                 await asyncio.to_thread(_heartbeat, [consumer_name(p) for p in owned])
                 await asyncio.to_thread(expiry.release_expired)
