@@ -138,9 +138,7 @@ def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
         outcomes.append(Booked(moved, log, plan.drift))
     ledger.write_transactions(conn, transactions)
     trading_logs.insert(conn, logs)
-    orders.write(conn, [replace(row, transaction_ids=(*row.transaction_ids, *fill_transactions[key]))
-                        if key in fill_transactions else row for key, row in changed_orders.items()],
-                 known_orders, when)
+    orders.write(conn, changed_orders, known_orders, fill_transactions, when)
     holds.write(conn, list(changed_holds.values()), when)
     reversals.write(conn, links)
     positions.apply(conn, entries, outcomes, state.accounts)  # the portfolio's figures, from what was booked
@@ -161,7 +159,7 @@ def book_one(conn: sa.Connection, entry: Entry) -> Booked:
 def _apply(state: Book, plan: Plan) -> None:
     """The planned entry's rows become the state the next entries see."""
     for leg, closing in plan.legs:
-        state.accounts[leg.sub_account_id] = replace(state.accounts[leg.sub_account_id], balance=closing)
+        state.accounts[leg.sub_account_id] = state.accounts[leg.sub_account_id].with_balance(closing)
     for hold in plan.holds.values():
         state.accounts[hold.sub_account_id] = _holding(state.accounts[hold.sub_account_id], hold, state)
         state.put(hold)

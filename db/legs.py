@@ -58,6 +58,10 @@ class Account:
     balance: Decimal
     locked: Decimal
 
+    def with_balance(self, balance: Decimal) -> "Account":
+        """The account after a leg (its constructor, not dataclasses.replace: this runs for every leg booked)."""
+        return Account(self.id, self.user_id, self.exchange_id, self.symbol, balance, self.locked)
+
 
 def trade_legs(trade: Trade, quote_symbol: str) -> list[Leg]:
     """long: base + volume, quote - (price*volume + fee); short/stop_loss: base - volume, quote + (price*volume - fee).

@@ -184,14 +184,19 @@ _CHANGING = ("order_type", "status", "amount", "price", "filled_amount", "filled
              "trade_ids", "transaction_ids")
 
 
-def write(conn: sa.Connection, changed: list[OrderRow], known: set[OrderKey], when: dt.datetime) -> None:
-    """Inserts the new orders and brings the `known` ones to their planned state, in a statement each. The inserts
-    need no ON CONFLICT: `serialize` holds every key's lock, so nobody created one of them meanwhile."""
-    new = [row for row in changed if row.key not in known]
-    bulk.insert(conn, orders, [{**{name: getattr(row, name) for name in _COLUMNS}, "created_at": when,
-                                "updated_at": when} for row in new])
-    bulk.update(conn, orders, [{"id": row.id, **{name: getattr(row, name) for name in _CHANGING}, "updated_at": when}
-                               for row in changed if row.key in known])
+def write(conn: sa.Connection, changed: dict[OrderKey, OrderRow], known: set[OrderKey],
+          booked: dict[OrderKey, list[uuid.UUID]], when: dt.datetime) -> None:
+    """Inserts the new orders and brings the `known` ones to their planned state, in a statement each, with the
+    transactions their fills `booked` added to theirs. The inserts need no ON CONFLICT: `serialize` holds every
+    key's lock, so nobody created one of them meanwhile."""
+    def values(key: OrderKey, row: OrderRow, names: tuple[str, ...]) -> dict:
+        return {**{name: getattr(row, name) for name in names},
+                "transaction_ids": (*row.transaction_ids, *booked.get(key, ())), "updated_at": when}
+
+    bulk.insert(conn, orders, [{**values(key, row, _COLUMNS), "created_at": when}
+                               for key, row in changed.items() if key not in known])
+    bulk.update(conn, orders, [{"id": row.id, **values(key, row, _CHANGING)}
+                               for key, row in changed.items() if key in known])
 
 
 # --- reads
