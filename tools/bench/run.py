@@ -190,8 +190,11 @@ def bench_events(args, env: dict, database: Database, workdir: Path) -> dict:
     plan = simulate_bot.setup(args.event_users)
     result = {"runs": {count: _consumed(args, env, database, workdir, plan, consumers=count, seed=10 * count)
                        for count in args.consumers}}
-    result["ceiling"] = event_bench.ceiling(database.conninfo, event_bench.fills(plan, args.fills, seed=3),
-                                            args.batch)
+    # The ceiling is a few seconds of one process, so it moves the most with the machine's neighbours (6,000 to
+    # 8,000 fills/s in consecutive runs): the median of three runs is the figure, each run kept beside it.
+    ceilings = sorted((event_bench.ceiling(database.conninfo, event_bench.fills(plan, args.fills, seed=3 + n),
+                                           args.batch) for n in range(3)), key=lambda run: run["fills_per_s"])
+    result["ceiling"] = {**ceilings[1], "runs": [run["fills_per_s"] for run in ceilings]}
     result["database"] = event_bench.database_limit(database.conninfo, plan, args.fills)
     return result
 
@@ -279,7 +282,7 @@ def render(args, command: str, started: dt.datetime, figures: dict) -> str:
         "ceiling (tools/bench/ceiling_app.py: bare Flask, gunicorn 2 sync workers, same db/ calls and JWT check).",
         f"- Events: {args.fills} fills for {args.event_users} users published unpaced, to one `tiris consume` and then "
         f"to two ({args.partitions} partitions shared; {args.batch} per batch); latency at half the measured rate. "
-        "The Python ceiling writes the same rows (claim, trading log, two legs, two balance updates) by batched "
+        "The Python ceiling (the median of three runs) writes the same rows (claim, trading log, two legs, two balance updates) by batched "
         "inserts from one Python process; the database's own limit books them with one SQL statement per "
         f"{ev['database']['per_transaction']} fills, the arithmetic in SQL, from {ev['database']['clients']} "
         "connections (tools/bench/events.py).",
