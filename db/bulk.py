@@ -125,20 +125,21 @@ def _update(table: sa.Table, columns: tuple[str, ...], key: str) -> sa.TextClaus
                    ).bindparams(*binds)
 
 
-def _as_text(value, cast: str):
+def _as_text(value, column: sa.Column):
+    """A JSONB value as its JSON, an array as its own literal (written by its item type's fast path)."""
     if value is None:
         return None
-    if cast == "jsonb":
+    if isinstance(column.type, JSONB):
         return json.dumps(value)
-    return literal(value, sa.Text())
+    return literal(value, column.type.item_type)
 
 
 def _arrays(table: sa.Table, rows: list[dict]) -> dict[str, list]:
     arrays = {}
     for name in rows[0]:
-        cast = _text_cast(table.c[name])
+        column = table.c[name]
         values = [row[name] for row in rows]
-        arrays[name] = [_as_text(value, cast) for value in values] if cast else values
+        arrays[name] = [_as_text(value, column) for value in values] if _text_cast(column) else values
     return arrays
 
 

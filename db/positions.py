@@ -145,6 +145,7 @@ def _day(changes: Changes, row: dict, held: Held) -> dict:
 
 # --- the database side ---------------------------------------------------------------------------------------------
 
+_UUID = UUID(as_uuid=True)
 _READ_POSITIONS = ("SELECT sub_account_id, user_id, exchange_id, symbol, quote_symbol, " + ", ".join(FIGURES)
                    + " FROM positions WHERE sub_account_id = ANY(%(ids)s::uuid[])")
 _READ_EFFECTS = ("SELECT transaction_id, source, " + ", ".join(EFFECT_FIGURES)
@@ -153,12 +154,12 @@ _READ_EFFECTS = ("SELECT transaction_id, source, " + ", ".join(EFFECT_FIGURES)
 
 def read(conn: sa.Connection, account_ids, reversed_ids) -> tuple[dict[uuid.UUID, Held], dict]:
     held = {}
-    for row in conn.exec_driver_sql(_READ_POSITIONS, {"ids": list(account_ids)}).mappings():
+    for row in conn.exec_driver_sql(_READ_POSITIONS, {"ids": bulk.literal(account_ids, _UUID)}).mappings():
         held[row["sub_account_id"]] = Held(row["sub_account_id"], row["user_id"], row["exchange_id"], row["symbol"],
                                            row["quote_symbol"], Position(*(row[f] for f in FIGURES)))
     recorded = {}
     if reversed_ids:
-        for row in conn.exec_driver_sql(_READ_EFFECTS, {"ids": list(reversed_ids)}).mappings():
+        for row in conn.exec_driver_sql(_READ_EFFECTS, {"ids": bulk.literal(reversed_ids, _UUID)}).mappings():
             recorded[row["transaction_id"]] = (Effect(*(row[f] for f in EFFECT_FIGURES)), row["source"])
     return held, recorded
 
