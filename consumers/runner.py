@@ -8,9 +8,9 @@ the partitions evenly: each counts the live processes (their lease connections) 
 handing the partitions beyond it over (after their batch in hand is acknowledged), and a standby takes over a dead
 process's partitions. Before any partition is
 worked, the consumers of an earlier layout finish their messages (consumers/migration.py). Order per user holds
-because a partition's batch is retried in place (never overtaken) and max_ack_pending equals the batch size, so a
-crashed process's batch is redelivered before anything newer. Throughput comes from the batch: hundreds of events
-per database transaction.
+because a partition's batch is retried in place (never overtaken), and a partition taken over from a process that
+stopped holding unacknowledged messages starts again from its acknowledgement floor (streams.ensure_consumer).
+Throughput comes from the batch: hundreds of events per database transaction.
 """
 
 import asyncio

@@ -167,11 +167,26 @@ def consumer_config(partition: int, layout: Layout, batch_size: int) -> Consumer
 
 
 async def ensure_consumer(js, partition: int, layout: Layout, batch_size: int) -> None:
-    """Creates the durable consumer explicitly; an existing one keeps its position (a replay may have moved it)."""
+    """Creates the durable consumer explicitly; an existing one keeps its position (a replay may have moved it).
+
+    Called by a partition's new owner before it pulls. Messages still delivered and unacknowledged were held by an
+    owner that stopped first (killed, or cut off from the database): JetStream would deliver them again only after
+    the acknowledgement wait, and newer ones meanwhile, so a user's later events would go first. The consumer is then
+    made again from its acknowledgement floor: they come again at once, in order, before anything newer (those that
+    were booked after all are recognised by their ids and change nothing)."""
+    name = consumer_name(partition)
     try:
-        existing = (await js.consumer_info(LEDGER, consumer_name(partition))).config
+        info = await js.consumer_info(LEDGER, name)
     except NotFoundError:
         await js.add_consumer(LEDGER, consumer_config(partition, layout, batch_size))
         return
-    if existing.max_ack_pending != batch_size:  # the flow limit follows the batch size; the position stays
-        await js.add_consumer(LEDGER, existing.evolve(max_ack_pending=batch_size))
+    config = info.config.evolve(max_ack_pending=batch_size)  # the flow limit follows the batch size
+    if info.num_ack_pending:
+        floor = info.ack_floor.stream_seq  # 0: nothing acknowledged yet, so from the consumer's own start again
+        if floor:
+            config = config.evolve(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=floor + 1,
+                                   opt_start_time=None)
+        await js.delete_consumer(LEDGER, name)
+        await js.add_consumer(LEDGER, config)
+    elif info.config.max_ack_pending != batch_size:
+        await js.add_consumer(LEDGER, config)
