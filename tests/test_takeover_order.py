@@ -3,6 +3,7 @@ before anything newer (not after the 30 s acknowledgement wait, behind the user'
 
 import asyncio
 import json
+import time
 import uuid
 
 import nats
@@ -15,11 +16,14 @@ BATCH = 10
 
 
 async def _partition_of(js, layout: streams.Layout) -> int:
-    """The partition whose consumer has the messages (NATS computes it from the user token)."""
-    for partition in range(layout.partitions):
-        info = await js.consumer_info(streams.LEDGER, streams.consumer_name(partition))
-        if info.num_pending:
-            return partition
+    """The partition whose consumer has the messages (NATS computes it from the user token as it copies them)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for partition in range(layout.partitions):
+            info = await js.consumer_info(streams.LEDGER, streams.consumer_name(partition))
+            if info.num_pending:
+                return partition
+        await asyncio.sleep(0.1)
     raise AssertionError("no partition has the messages")
 
 
@@ -41,7 +45,6 @@ def test_a_taken_over_partition_gets_what_the_dead_process_held_again_before_any
         for partition in range(layout.partitions):
             await streams.ensure_consumer(js, partition, layout, BATCH)
         await publish(range(1, 6))
-        await asyncio.sleep(0.5)  # LEDGER has copied them
         partition = await _partition_of(js, layout)
         name = streams.consumer_name(partition)
 
@@ -50,14 +53,13 @@ def test_a_taken_over_partition_gets_what_the_dead_process_held_again_before_any
             held = await pull.fetch(3, expires=1)
         await dead.close()
         await publish(range(6, 9))
-        await asyncio.sleep(0.5)
 
         await streams.ensure_consumer(js, partition, layout, BATCH)  # what the next owner does before it pulls
         seen = []
         async with Pull(nc, streams.LEDGER, name) as pull:
-            while len(seen) < 8:
-                msgs = await pull.fetch(BATCH, expires=2)
-                assert msgs, f"nothing more after {seen}"
+            deadline = time.monotonic() + 10  # far less than the 30 s after which JetStream redelivers by itself
+            while len(seen) < 8 and time.monotonic() < deadline:
+                msgs = await pull.fetch(BATCH, expires=1)
                 seen += _numbers(msgs)
                 for msg in msgs:
                     await msg.ack()
