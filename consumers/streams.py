@@ -31,6 +31,7 @@ TRADING message, under the new one; consumers/migration.py drains the old layout
 start.
 """
 
+import asyncio
 from dataclasses import dataclass
 
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig, StreamSource, SubjectTransform
@@ -187,6 +188,19 @@ async def ensure_consumer(js, partition: int, layout: Layout, batch_size: int) -
             config = config.evolve(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=floor + 1,
                                    opt_start_time=None)
         await js.delete_consumer(LEDGER, name)
-        await js.add_consumer(LEDGER, config)
+        await _add_again(js, config)
     elif info.config.max_ack_pending != batch_size:
         await js.add_consumer(LEDGER, config)
+
+
+async def _add_again(js, config: ConsumerConfig, attempts: int = 10) -> None:
+    """Adds the consumer just deleted, trying for a while: a consumer found missing is created from its layout's
+    start, which would hand the partition's whole history over again (harmless, every event is recognised, but long)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            await js.add_consumer(LEDGER, config)
+            return
+        except Exception:  # noqa: BLE001 - NATS unavailable for a moment, or a leader election: try again
+            if attempt == attempts:
+                raise
+            await asyncio.sleep(1)

@@ -282,8 +282,9 @@ def render(args, command: str, started: dt.datetime, figures: dict) -> str:
         "ceiling (tools/bench/ceiling_app.py: bare Flask, gunicorn 2 sync workers, same db/ calls and JWT check).",
         f"- Events: {args.fills} fills for {args.event_users} users published unpaced, to one `tiris consume` and then "
         f"to two ({args.partitions} partitions shared; {args.batch} per batch); latency at half the measured rate. "
-        "The Python ceiling (the median of three runs) writes the same rows (claim, trading log, two legs, two balance updates) by batched "
-        "inserts from one Python process; the database's own limit books them with one SQL statement per "
+        "The Python ceiling (the median of three runs) writes the same rows (claim, trading log, two legs, two "
+        "balance updates) by batched inserts from one Python process; the database's own limit books them with one "
+        "SQL statement per "
         f"{ev['database']['per_transaction']} fills, the arithmetic in SQL, from {ev['database']['clients']} "
         "connections (tools/bench/events.py).",
         f"- Live feed: `tiris serve --workers 1` with FEED_ENABLED=1, {args.streams} SSE streams "
