@@ -48,10 +48,10 @@ def servers(nats_url: str) -> list[str]:
     return [url.strip() for url in nats_url.split(",") if url.strip()]
 
 
-async def consume_partition(nc, js, partition: int, layout: Layout, channels, batch_size: int,
+async def consume_partition(nc, partition: int, layout: Layout, channels, batch_size: int,
                             stop: asyncio.Event) -> None:
     name = consumer_name(partition)
-    await streams.ensure_consumer(js, partition, layout, batch_size)
+    await streams.ensure_consumer(nc.jetstream(), partition, layout, batch_size)
     log.info("working partition %d of %d", partition, layout.partitions)
     async with Pull(nc, LEDGER, name) as pull:
         while not (stop.is_set() and pull.drained()):  # a stopping partition books what was delivered to it
@@ -75,10 +75,9 @@ async def consume(nats_url: str, database_url: str, *, batch_size: int = 500, pa
     # Reconnect forever: a consumer that gives up after a two-minute outage is a silent outage of its own.
     nc = await nats.connect(servers(nats_url), max_reconnect_attempts=-1, reconnect_time_wait=1, ping_interval=10,
                             name="tiris-consume")
-    js = nc.jetstream()
     while not stop.is_set():
         try:
-            await _session(nc, js, database_url, partitions, replicas, channels, batch_size, stop, feed_retention)
+            await _session(nc, database_url, partitions, replicas, channels, batch_size, stop, feed_retention)
         except (psycopg.OperationalError, sa_exc.OperationalError) as error:
             # The leases went with the connection: the partitions are free for any process, this one included.
             log.warning("PostgreSQL unavailable (%s); partitions released, taking them again in %.0f s",
@@ -93,7 +92,7 @@ async def consume(nats_url: str, database_url: str, *, batch_size: int = 500, pa
     await nc.close()
 
 
-async def _session(nc, js, database_url: str, partitions: int, replicas: int, channels, batch_size: int,
+async def _session(nc, database_url: str, partitions: int, replicas: int, channels, batch_size: int,
                    stop: asyncio.Event, feed_retention: dt.timedelta | None) -> None:
     """Holds the leases of the partitions it works, on one connection, until `stop`. If that connection (or the
     database) is lost, the partitions are stopped first, their batches in hand left unacknowledged (so redelivered
@@ -109,7 +108,7 @@ async def _session(nc, js, database_url: str, partitions: int, replicas: int, ch
     try:
         leases = await psycopg.AsyncConnection.connect(**psycopg_kwargs(database_url, autocommit=True,
                                                                         application_name=LEASES))
-        layout = await migration.migrate(js, leases, partitions, replicas, channels, batch_size, stop)
+        layout = await migration.migrate(nc.jetstream(), leases, partitions, replicas, channels, batch_size, stop)
         next_trim = 0.0
         while layout and not stop.is_set():
             if failed := [task for task, _ in owned.values() if task.done() and task.exception()]:
@@ -130,7 +129,7 @@ async def _session(nc, js, database_url: str, partitions: int, replicas: int, ch
                 if (await cursor.fetchone())[0]:
                     halt = asyncio.Event()
                     owned[partition] = (asyncio.create_task(
-                        consume_partition(nc, js, partition, layout, channels, batch_size, halt)), halt)
+                        consume_partition(nc, partition, layout, channels, batch_size, halt)), halt)
             if owned:
                 await asyncio.to_thread(_heartbeat, [consumer_name(p) for p in owned])
                 await asyncio.to_thread(expiry.release_expired)
