@@ -17,7 +17,7 @@ from decimal import Decimal, localcontext
 
 import sqlalchemy as sa
 
-from db import bots, bulk, feed, holds, ids, ledger, legs, orders, positions, reversals, trading_logs
+from db import bots, bulk, engine, feed, holds, ids, ledger, legs, orders, positions, reversals, trading_logs
 from db.commands import Adjustment, BotSeen, Entry, HoldExpiry, LockChange, OrderChange, Reversal, Trade, Transfer
 from db.errors import Conflict, DomainError, NotFound, Refused
 from db.holds import Hold, OrderKey
@@ -136,15 +136,18 @@ def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
         if plan.bot and (beat := bots.seen(conn, entry.user_id, plan.bot, entry.event_id)):
             beats.append(beat)
         outcomes.append(Booked(moved, log, plan.drift))
-    ledger.write_transactions(conn, transactions)
-    trading_logs.insert(conn, logs)
-    orders.write(conn, changed_orders, known_orders, fill_transactions, when)
-    holds.write(conn, list(changed_holds.values()), when)
-    reversals.write(conn, links)
-    positions.apply(conn, entries, outcomes, state.accounts)  # the portfolio's figures, from what was booked
-    feed.booked(conn, transactions, logs, links, changed_holds.values(), beats, when,  # the live feed (an outbox)
-                order_ids=[row.id for row in changed_orders.values()],
-                account_ids=[i for i, account in state.accounts.items() if account != accounts[i]])
+    held = positions.read(conn, {row["sub_account_id"] for row in transactions},
+                          {original_id for original_id, _ in links})
+    with engine.pipelined(conn):  # from here on only writes: the server carries out each while the next is built
+        ledger.write_transactions(conn, transactions)
+        trading_logs.insert(conn, logs)
+        orders.write(conn, changed_orders, known_orders, fill_transactions, when)
+        holds.write(conn, list(changed_holds.values()), when)
+        reversals.write(conn, links)
+        positions.apply(conn, entries, outcomes, state.accounts, held)  # the portfolio's figures, from what was booked
+        feed.booked(conn, transactions, logs, links, changed_holds.values(), beats, when,  # the live feed (an outbox)
+                    order_ids=[row.id for row in changed_orders.values()],
+                    account_ids=[i for i, account in state.accounts.items() if account != accounts[i]])
     return outcomes
 
 

@@ -3,6 +3,7 @@
 import contextlib
 from typing import Protocol
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy import exc
 
@@ -83,6 +84,21 @@ def reading():
     """A connection for reads in autocommit: no BEGIN/ROLLBACK round trips around a single SELECT."""
     with _unavailable_when_down(), engine().connect() as conn:
         yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
+@contextlib.contextmanager
+def pipelined(conn: sa.Connection):
+    """The block's statements go out one after another without waiting for each one's result (psycopg's pipeline
+    mode), so the server carries out one while Python builds the next. Only for writes whose results nobody reads:
+    a statement's rows are not there inside the block. A statement that fails aborts the rest of the block, and its
+    error comes out as SQLAlchemy's, as from any other statement (the caller's transaction then rolls back)."""
+    driver = conn.connection.driver_connection
+    try:
+        with driver.pipeline():
+            yield
+    except psycopg.Error as error:  # reported when the block ends, outside SQLAlchemy's execute: wrapped as it would
+        raise exc.DBAPIError.instance(None, None, error, psycopg.Error,
+                                      connection_invalidated=driver.closed) from error
 
 
 # SQLSTATE classes of failures the same work may survive later: a lost connection (08), a serialization failure or

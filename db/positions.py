@@ -153,7 +153,10 @@ _READ_EFFECTS = ("SELECT transaction_id, source, " + ", ".join(EFFECT_FIGURES)
 
 
 def read(conn: sa.Connection, account_ids, reversed_ids) -> tuple[dict[uuid.UUID, Held], dict]:
+    """The positions of these sub-accounts, and the recorded effects of these reversed legs."""
     held = {}
+    if not account_ids:
+        return held, {}
     for row in conn.exec_driver_sql(_READ_POSITIONS, {"ids": bulk.literal(account_ids, _UUID)}).mappings():
         held[row["sub_account_id"]] = Held(row["sub_account_id"], row["user_id"], row["exchange_id"], row["symbol"],
                                            row["quote_symbol"], Position(*(row[f] for f in FIGURES)))
@@ -230,8 +233,9 @@ def write(conn: sa.Connection, changes: Changes, touched: set[uuid.UUID] | None 
     conn.exec_driver_sql(_WRITE, params)
 
 
-def apply(conn: sa.Connection, entries, outcomes, accounts) -> None:
-    """The positions' side of a booked batch (db/booking.py calls it once, after the ledger rows are written)."""
+def apply(conn: sa.Connection, entries, outcomes, accounts, found: tuple[dict[uuid.UUID, Held], dict]) -> None:
+    """The positions' side of a booked batch (db/booking.py calls it once, after the ledger rows are written, with
+    what `read` found for the sub-accounts they booked and the legs they reverse)."""
     groups = []
     for entry, outcome in zip(entries, outcomes):
         rows = getattr(outcome, "transactions", None)
@@ -239,12 +243,8 @@ def apply(conn: sa.Connection, entries, outcomes, accounts) -> None:
             groups.append(Group(rows, _source(entry)))
     if not groups:
         return
-    booked = {row["sub_account_id"] for group in groups for row in group.rows}
-    reversed_ids = {row["reverses_transaction_id"] for group in groups for row in group.rows
-                    if row.get("reverses_transaction_id")}
-    held, recorded = read(conn, booked, reversed_ids)
-    symbols = {account_id: accounts[account_id].symbol for account_id in booked}
-    write(conn, plan(groups, symbols, held, recorded))
+    symbols = {row["sub_account_id"]: accounts[row["sub_account_id"]].symbol for group in groups for row in group.rows}
+    write(conn, plan(groups, symbols, *found))
 
 
 def _source(entry) -> str | None:
