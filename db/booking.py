@@ -4,10 +4,12 @@ Both doors come here: the HTTP door with a list of one (`book_one` raises its re
 batch. In a fixed number of statements whatever the batch size, it reads the exchanges named, serializes on the
 orders named, locks every sub-account named (in id order) and then the orders' and sub-accounts' holds, checks
 each entry against what it names (the user's? on this exchange? these symbols? this order's state?), plans it on
-the rows as the earlier entries left them, and writes what was planned: one balance update, one insert of
-transactions, one of trading logs, one of orders, one of holds, one of reversal links, then the portfolio's figures
-(db/positions.py) and the user's live feed (db/feed.py). A refused entry changes nothing and is reported in its
-place, so the entries after it see the rows as if it had never come; nothing else writes ledger rows.
+the rows as the earlier entries left them, and writes what was planned: one balance update, then, sent as one
+pipeline (the server carries out each statement while the next is built), one insert of transactions, one of
+trading logs, one of orders, one of holds, one of reversal links, the portfolio's figures (db/positions.py, whose
+positions are read before the pipeline) and the user's live feed (db/feed.py). A refused entry changes nothing
+and is reported in its place, so the entries after it see the rows as if it had never come; nothing else writes
+ledger rows.
 """
 
 import datetime as dt
@@ -144,7 +146,7 @@ def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
         orders.write(conn, changed_orders, known_orders, fill_transactions, when)
         holds.write(conn, list(changed_holds.values()), when)
         reversals.write(conn, links)
-        positions.apply(conn, entries, outcomes, state.accounts, held)  # the portfolio's figures, from what was booked
+        positions.apply(conn, entries, outcomes, state.accounts, held)  # the portfolio's figures
         feed.booked(conn, transactions, logs, links, changed_holds.values(), beats, when,  # the live feed (an outbox)
                     order_ids=[row.id for row in changed_orders.values()],
                     account_ids=[i for i, account in state.accounts.items() if account != accounts[i]])

@@ -1,7 +1,8 @@
 """Positions, written with the bookings that change them: DESIGN §9's figures cost the same to read at any size.
 
-db/booking.py calls `apply` once per batch, at the end of its write phase and in its transaction, with what it
-booked. From the booked legs alone (so the migration's backfill, `rebuild`, goes the same way):
+db/booking.py calls `read` once per batch before its writes, and `apply` once in its write phase, in the same
+transaction, with what it booked and what `read` found. From the booked legs alone (so the migration's backfill,
+`rebuild`, goes the same way):
 - a trade's base leg (a trade leg whose sub-account is not in the quote currency) buys or sells for its position,
   which it opens if there is none (with the sub-account's balance before it, at no cost);
 - any other leg on a sub-account that has a position (a deposit, a withdrawal, an adjustment, a leg of another
