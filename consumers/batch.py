@@ -74,7 +74,7 @@ def _record(conn: sa.Connection, consumer: str, parsed: list[Parsed], results: l
                      "dead_lettered": sum(r.new_dead_letter for r in results),
                      "balance_drifts": sum(r.drifted for r in results)})
     consumer_state.add(conn, consumer, **stats, last_stream_seq=parsed[-1].message.stream_seq,
-                       last_processed_at=sa.func.now())
+                       now=("last_processed_at",))
     return +stats
 
 

@@ -1,6 +1,8 @@
 """Each partition consumer's counters and sign of life, written in the transactions of its batches, so the
 counters agree with the effects."""
 
+import functools
+
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
@@ -9,18 +11,28 @@ from db.schema import consumer_state
 COUNTERS = ("processed", "duplicates", "failed", "dead_lettered", "balance_drifts")
 
 
-def add(conn: sa.Connection, consumer: str, **values) -> None:
-    """Adds the counters among `values` to the consumer's row (created on first use) and sets the other columns."""
-    statement = insert(consumer_state).values(consumer=consumer, **values)
-    set_ = {key: consumer_state.c[key] + statement.excluded[key] if key in COUNTERS else statement.excluded[key]
-            for key in values}
-    conn.execute(statement.on_conflict_do_update(index_elements=[consumer_state.c.consumer], set_=set_))
+def add(conn: sa.Connection, consumer: str, *, now: tuple[str, ...] = (), **values) -> None:
+    """Adds the counters among `values` to the consumer's row (created on first use), sets its other columns named
+    in `values` to theirs and those named in `now` to the transaction's time."""
+    conn.execute(_adding(tuple(values), now), {"consumer": consumer, **values})
+
+
+@functools.cache
+def _adding(names: tuple[str, ...], now: tuple[str, ...]) -> sa.Insert:
+    """The statement for one set of columns, built once: every batch records itself with the same one (building it
+    anew was an eighth of the CPU of a one-event batch)."""
+    statement = insert(consumer_state).values(consumer=sa.bindparam("consumer"),
+                                              **{name: sa.bindparam(name) for name in names},
+                                              **{name: sa.func.now() for name in now})
+    set_ = {name: consumer_state.c[name] + statement.excluded[name] if name in COUNTERS else statement.excluded[name]
+            for name in (*names, *now)}
+    return statement.on_conflict_do_update(index_elements=[consumer_state.c.consumer], set_=set_)
 
 
 def alive(conn: sa.Connection, consumers: list[str]) -> None:
     """Marks these consumers alive, so readiness can tell an idle consumer from a dead one."""
     for name in consumers:
-        add(conn, name, seen_at=sa.func.now())
+        add(conn, name, now=("seen_at",))
 
 
 def rows(conn: sa.Connection) -> dict[str, dict]:

@@ -256,8 +256,8 @@ def _events() -> None:
         booking.book_one(conn, entry_for(HeartbeatEvent.model_validate(beat)))
         booking.book_one(conn, entry_for(OrderEvent.model_validate(order)))
         state["order"] = str(conn.execute(sa.select(schema.orders.c.id)).scalar_one())
-        consumer_state.add(conn, "tiris-ledger-p0", processed=1, last_stream_seq=1, last_processed_at=sa.func.now(),
-                           seen_at=sa.func.now())
+        consumer_state.add(conn, "tiris-ledger-p0", processed=1, last_stream_seq=1,
+                           now=("last_processed_at", "seen_at"))
         state["letter_redrivable"] = letter("dredd-beat-1", json.dumps(heartbeat("dredd-beat-1")), 2)
         state["letter_redriven"] = letter("dredd-beat-2", json.dumps(heartbeat("dredd-beat-2")), 3)
         dead_letters.mark_redriven(conn, state["letter_redriven"])
