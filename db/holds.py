@@ -7,6 +7,7 @@ db/booking.py locks the rows, plans with these rules and writes the result (`wri
 """
 
 import datetime as dt
+import functools
 import uuid
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, localcontext
@@ -24,14 +25,18 @@ Status = Literal["open", "released", "settled", "expired"]
 OrderKey = tuple[uuid.UUID, uuid.UUID, str]  # (user_id, exchange_id, the bot's order_id)
 
 
-def order_keys(keys: set[OrderKey]) -> list:
-    """The order keys as three unnested arrays (a join on them is planned like one on a table, unlike a long IN
-    list of tuples)."""
+_UUIDS = bulk.Array(UUID(as_uuid=True))
+# Order keys as three unnested arrays (a join on them is planned like one on a table, unlike a long IN list of
+# tuples), bound by `order_keys`.
+ORDER_KEYS = sa.select(sa.func.unnest(sa.bindparam("k_users", type_=_UUIDS)).label("user_id"),
+                       sa.func.unnest(sa.bindparam("k_exchanges", type_=_UUIDS)).label("exchange_id"),
+                       sa.func.unnest(sa.bindparam("k_orders", type_=bulk.Array(sa.Text()))).label("order_id"))
+
+
+def order_keys(keys: set[OrderKey]) -> dict[str, list]:
+    """The values of ORDER_KEYS's arrays."""
     users, exchanges, order_ids = zip(*sorted(keys))
-    uuids = bulk.Array(UUID(as_uuid=True))
-    return [sa.func.unnest(sa.bindparam("k_users", list(users), type_=uuids)).label("user_id"),
-            sa.func.unnest(sa.bindparam("k_exchanges", list(exchanges), type_=uuids)).label("exchange_id"),
-            sa.func.unnest(sa.bindparam("k_orders", list(order_ids), type_=bulk.Array(sa.Text()))).label("order_id")]
+    return {"k_users": list(users), "k_exchanges": list(exchanges), "k_orders": list(order_ids)}
 
 
 @dataclass(frozen=True)
@@ -122,20 +127,27 @@ def lock_for(conn: sa.Connection, *, keys: set[OrderKey], orderless_on: set[uuid
              ids: set[uuid.UUID]) -> dict[uuid.UUID, Hold]:
     """Locks the holds of these orders (resolved ones too), the open holds without an order on these
     sub-accounts, and these holds; by id."""
+    if not (keys or orderless_on or ids):
+        return {}
+    values = {**(order_keys(keys) if keys else {}), "orderless_on": list(orderless_on), "ids": list(ids)}
+    return {row.id: Hold(*row) for row in conn.execute(_locking(bool(keys), bool(orderless_on), bool(ids)), values)}
+
+
+@functools.cache
+def _locking(keys: bool, orderless: bool, ids: bool) -> sa.Select:
+    """lock_for's statement for the kinds of holds asked for, built once."""
     c = holds.c
     wanted = []
     if keys:
-        wanted.append(sa.tuple_(c.user_id, c.exchange_id, c.order_id).in_(sa.select(*order_keys(keys))))
-    if orderless_on:
-        wanted.append(sa.and_(c.order_id.is_(None), c.status == "open", c.sub_account_id.in_(orderless_on)))
+        wanted.append(sa.tuple_(c.user_id, c.exchange_id, c.order_id).in_(ORDER_KEYS))
+    if orderless:
+        wanted.append(sa.and_(c.order_id.is_(None), c.status == "open",
+                              c.sub_account_id == sa.any_(sa.bindparam("orderless_on", type_=_UUIDS))))
     if ids:
-        wanted.append(c.id.in_(ids))
-    if not wanted:
-        return {}
-    rows = conn.execute(sa.select(c.id, c.user_id, c.exchange_id, c.sub_account_id, c.order_id, c.amount,
-                                  c.remaining, c.status, c.expires_at, c.info)
-                        .where(sa.or_(*wanted)).order_by(c.created_at, c.id).with_for_update())
-    return {row.id: Hold(*row) for row in rows}
+        wanted.append(c.id == sa.any_(sa.bindparam("ids", type_=_UUIDS)))
+    return (sa.select(c.id, c.user_id, c.exchange_id, c.sub_account_id, c.order_id, c.amount, c.remaining, c.status,
+                      c.expires_at, c.info)
+            .where(sa.or_(*wanted)).order_by(c.created_at, c.id).with_for_update())
 
 
 def write(conn: sa.Connection, changed: list[Hold], when: dt.datetime) -> None:

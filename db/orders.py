@@ -20,7 +20,7 @@ from db import bulk, ids, pagination
 from db.access import Caller, readable_by
 from db.commands import Order, OrderChange
 from db.errors import Conflict, NotFound, Refused
-from db.holds import OrderKey, order_keys
+from db.holds import ORDER_KEYS, OrderKey, order_keys
 from db.legs import MONEY_CONTEXT, round_debit
 from db.schema import holds, orders
 from generated.models import OrderSide, OrderStatus
@@ -157,22 +157,27 @@ def serialize(conn: sa.Connection, keys: set[OrderKey]) -> None:
     """Takes a transaction-scoped advisory lock per order key, in one fixed order: two transactions that touch the
     same order (a consumer's batch and a re-drive) queue, even while the order has no row yet to lock."""
     if keys:
-        conn.execute(sa.text(
-            "SELECT pg_advisory_xact_lock(h) FROM (SELECT hashtextextended(k, 727276) AS h "
-            "FROM unnest(:keys) AS k ORDER BY h) AS ordered").bindparams(sa.bindparam("keys", type_=bulk.Array(sa.Text()))),
-            {"keys": sorted({"/".join(map(str, key)) for key in keys})})
+        conn.execute(_SERIALIZE, {"keys": sorted({"/".join(map(str, key)) for key in keys})})
+
+
+_SERIALIZE = sa.text("SELECT pg_advisory_xact_lock(h) FROM (SELECT hashtextextended(k, 727276) AS h "
+                     "FROM unnest(:keys) AS k ORDER BY h) AS ordered").bindparams(
+    sa.bindparam("keys", type_=bulk.Array(sa.Text())))
+
+
+_wanted = ORDER_KEYS.subquery("wanted")
+_LOCK = (sa.select(*(orders.c[name] for name in _COLUMNS))
+         .join_from(orders, _wanted, sa.and_(orders.c.user_id == _wanted.c.user_id,
+                                             orders.c.exchange_id == _wanted.c.exchange_id,
+                                             orders.c.order_id == _wanted.c.order_id))
+         .with_for_update(of=orders))
 
 
 def lock_for(conn: sa.Connection, keys: set[OrderKey]) -> dict[OrderKey, OrderRow]:
     if not keys:
         return {}
-    c = orders.c
-    wanted = sa.select(*order_keys(keys)).subquery("wanted")
-    rows = conn.execute(sa.select(*(c[name] for name in _COLUMNS)).join_from(orders, wanted, sa.and_(
-        c.user_id == wanted.c.user_id, c.exchange_id == wanted.c.exchange_id, c.order_id == wanted.c.order_id))
-        .with_for_update(of=orders))
     found = {}
-    for row in rows:
+    for row in conn.execute(_LOCK, order_keys(keys)):
         values = dict(row._mapping)
         values.update(side=OrderSide(values["side"]), status=OrderStatus(values["status"]),
                       trade_ids=tuple(values["trade_ids"]), transaction_ids=tuple(values["transaction_ids"]))
