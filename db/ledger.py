@@ -22,11 +22,15 @@ def lock_accounts(conn: sa.Connection, ids) -> dict[uuid.UUID, Account]:
     """Locks the live sub-accounts with these ids (anyone's: the caller checks ownership) in one statement."""
     if not ids:
         return {}
-    c = sub_accounts.c
-    rows = conn.execute(sa.select(c.id, c.user_id, c.exchange_id, c.symbol, c.balance, c.locked)
-                        .where(bulk.among(c.id, set(ids)), c.deleted_at.is_(None))
-                        .order_by(c.id).with_for_update())
-    return {row.id: Account(*row) for row in rows}
+    return {row.id: Account(*row) for row in conn.execute(_lock_accounts, {"ids": list(set(ids))})}
+
+
+_lock_accounts = (
+    sa.select(sub_accounts.c.id, sub_accounts.c.user_id, sub_accounts.c.exchange_id, sub_accounts.c.symbol,
+              sub_accounts.c.balance, sub_accounts.c.locked)
+    .where(sub_accounts.c.id == sa.any_(sa.bindparam("ids", type_=bulk.Array(UUID(as_uuid=True)))),
+           sub_accounts.c.deleted_at.is_(None))
+    .order_by(sub_accounts.c.id).with_for_update())
 
 
 _write_balances = sa.text(
