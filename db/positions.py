@@ -232,9 +232,9 @@ def write(conn: sa.Connection, changes: Changes, touched: set[uuid.UUID] | None 
                                   ("d", _DAYS, list(changes.days.values())),
                                   ("s", _SOURCES, list(changes.sources.values()))):
         if rows:
-            conn.exec_driver_sql(_WRITES[prefix], {f"{prefix}_{name}": bulk.literal([row[name] for row in rows],
-                                                                                     _TYPES[kind])
-                                                   for name, kind in columns.items()})
+            arrays = {f"{prefix}_{name}": bulk.literal([row[name] for row in rows], _TYPES[kind])
+                      for name, kind in columns.items()}
+            conn.exec_driver_sql(_WRITES[prefix], arrays)
 
 
 def apply(conn: sa.Connection, entries, outcomes, accounts, found: tuple[dict[uuid.UUID, Held], dict]) -> None:
