@@ -18,7 +18,6 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal, localcontext
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import UUID
 
 from db import bots, bulk, engine, feed, holds, ids, ledger, legs, orders, positions, reversals, trading_logs
 from db.commands import Adjustment, BotSeen, Entry, HoldExpiry, LockChange, OrderChange, Reversal, Trade, Transfer
@@ -187,9 +186,8 @@ def _exchange_owners(conn: sa.Connection, entries: list[Entry]) -> dict[uuid.UUI
     return dict(conn.execute(_owners, {"ids": list(named)}).all())
 
 
-_owners = sa.select(exchanges.c.id, exchanges.c.user_id).where(
-    exchanges.c.id == sa.any_(sa.bindparam("ids", type_=bulk.Array(UUID(as_uuid=True)))),
-    exchanges.c.deleted_at.is_(None))
+_owners = sa.select(exchanges.c.id, exchanges.c.user_id).where(bulk.among_bound(exchanges.c.id, "ids"),
+                                                               exchanges.c.deleted_at.is_(None))
 
 
 def _exchange_of(command) -> uuid.UUID | None:

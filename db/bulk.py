@@ -87,6 +87,11 @@ def among(column: sa.ColumnElement, values) -> sa.ColumnElement:
     return column == sa.any_(sa.bindparam(None, list(values), type_=Array(column.type)))
 
 
+def among_bound(column: sa.ColumnElement, name: str) -> sa.ColumnElement:
+    """`among` for a statement built once: the array is bound by `name` when it runs."""
+    return column == sa.any_(sa.bindparam(name, type_=Array(column.type)))
+
+
 def _text_cast(column: sa.Column) -> str | None:
     """The SQL cast of a column sent as text, or None when it is sent in its own type."""
     if isinstance(column.type, JSONB):

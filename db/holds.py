@@ -142,9 +142,9 @@ def _locking(keys: bool, orderless: bool, ids: bool) -> sa.Select:
         wanted.append(sa.tuple_(c.user_id, c.exchange_id, c.order_id).in_(ORDER_KEYS))
     if orderless:
         wanted.append(sa.and_(c.order_id.is_(None), c.status == "open",
-                              c.sub_account_id == sa.any_(sa.bindparam("orderless_on", type_=_UUIDS))))
+                              bulk.among_bound(c.sub_account_id, "orderless_on")))
     if ids:
-        wanted.append(c.id == sa.any_(sa.bindparam("ids", type_=_UUIDS)))
+        wanted.append(bulk.among_bound(c.id, "ids"))
     return (sa.select(c.id, c.user_id, c.exchange_id, c.sub_account_id, c.order_id, c.amount, c.remaining, c.status,
                       c.expires_at, c.info)
             .where(sa.or_(*wanted)).order_by(c.created_at, c.id).with_for_update())

@@ -28,8 +28,7 @@ def lock_accounts(conn: sa.Connection, ids) -> dict[uuid.UUID, Account]:
 _lock_accounts = (
     sa.select(sub_accounts.c.id, sub_accounts.c.user_id, sub_accounts.c.exchange_id, sub_accounts.c.symbol,
               sub_accounts.c.balance, sub_accounts.c.locked)
-    .where(sub_accounts.c.id == sa.any_(sa.bindparam("ids", type_=bulk.Array(UUID(as_uuid=True)))),
-           sub_accounts.c.deleted_at.is_(None))
+    .where(bulk.among_bound(sub_accounts.c.id, "ids"), sub_accounts.c.deleted_at.is_(None))
     .order_by(sub_accounts.c.id).with_for_update())
 
 
