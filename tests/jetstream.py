@@ -29,8 +29,21 @@ async def _reset_stream(url: str) -> None:
             await js.delete_stream(stream)
         except nats.js.errors.NotFoundError:
             pass
-    await streams.ensure_streams(js, 4)
+    await after_deletion(lambda: streams.ensure_streams(js, 4))
     await nc.close()
+
+
+async def after_deletion(create, timeout: float = 15):
+    """Awaits `create()`, a stream made again under a name just deleted. A loaded server may still be removing the
+    old stream's files and answer 10049 "error creating store for stream"; that answer is retried until `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await create()
+        except nats.js.errors.APIError as error:
+            if error.err_code != 10049 or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.2)
 
 
 @pytest.fixture

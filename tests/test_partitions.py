@@ -19,7 +19,7 @@ from consumers.contract import load_channels
 from consumers.migration import legacy_partition
 from consumers.streams import LEDGER, TRADING, consumer_name, partition_subjects
 from db import engine
-from tests.jetstream import jetstream, start_consumer, wait_for  # noqa: F401
+from tests.jetstream import after_deletion, jetstream, start_consumer, wait_for  # noqa: F401
 from tests import simulated_events as sim
 
 async def _consumers(url: str, stream: str) -> dict[str, str]:
@@ -89,7 +89,8 @@ def _legacy_layout(url: str) -> None:
         js = nc.jetstream()
         for stream in (LEDGER, TRADING):
             await js.delete_stream(stream)
-        await js.add_stream(StreamConfig(name=TRADING, subjects=["trading.>"], duplicate_window=120.0))
+        await after_deletion(lambda: js.add_stream(StreamConfig(name=TRADING, subjects=["trading.>"],
+                                                                duplicate_window=120.0)))
         for partition in range(4):
             await js.add_consumer(TRADING, ConsumerConfig(
                 durable_name=consumer_name(partition), ack_policy=AckPolicy.EXPLICIT,

@@ -10,6 +10,7 @@ import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
 from consumers.pull import Pull
+from tests.jetstream import after_deletion
 
 STREAM, SUBJECT, DURABLE = "PULLTEST", "pulltest.x", "puller"
 
@@ -21,7 +22,7 @@ async def _fresh(url: str, ack_wait: float = 30):
         await js.delete_stream(STREAM)
     except nats.js.errors.NotFoundError:
         pass
-    await js.add_stream(StreamConfig(name=STREAM, subjects=[SUBJECT]))
+    await after_deletion(lambda: js.add_stream(StreamConfig(name=STREAM, subjects=[SUBJECT])))
     await js.add_consumer(STREAM, ConsumerConfig(durable_name=DURABLE, ack_policy=AckPolicy.EXPLICIT,
                                                  ack_wait=ack_wait, max_ack_pending=500))
     return nc, js
