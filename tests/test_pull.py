@@ -97,6 +97,51 @@ def test_messages_arriving_while_a_batch_is_in_hand_are_the_next_fetch_none_lost
     assert asyncio.run(run()) == list(range(31))
 
 
+def test_a_request_that_expires_under_a_waiting_fetch_does_not_hold_back_what_comes_next(nats_server):
+    async def run():
+        nc, js = await _fresh(nats_server)
+        async with Pull(nc, STREAM, DURABLE) as pull:
+            fetch = asyncio.create_task(pull.fetch(500, expires=4))
+            await asyncio.sleep(0.3)
+            await _publish(js, 0, 1)
+            [first] = await fetch  # its request stays open, owing 499, until 4 s after it was made
+            await first.ack()
+            await asyncio.sleep(2.7)
+            fetch = asyncio.create_task(pull.fetch(500, expires=4))  # waits on that request, which expires in 1 s
+            await asyncio.sleep(1.5)
+            await _publish(js, 1, 1)
+            published, msgs = time.monotonic(), await fetch
+            while not msgs:
+                msgs = await pull.fetch(500, expires=4)
+            waited = time.monotonic() - published
+        await nc.close()
+        return _numbers(msgs), waited
+
+    msgs, waited = asyncio.run(run())
+    assert msgs == [1]
+    assert waited < 1.2  # not held until 4 s after the waiting fetch began, 2.5 s after the publish
+
+
+def test_the_end_status_of_an_earlier_request_does_not_end_the_open_one(nats_server):
+    async def run():
+        nc, js = await _fresh(nats_server)
+        async with Pull(nc, STREAM, DURABLE) as pull:
+            fetch = asyncio.create_task(pull.fetch(500, expires=4))  # a no_wait request (1), then a waiting one (2)
+            await asyncio.sleep(0.3)
+            # What JetStream sends when it ends request 1 late (an expired request it cleans up):
+            await nc.publish(f"{pull._inbox}.1", b"", headers={"Status": "408", "Description": "Request Timeout"})
+            await asyncio.sleep(0.3)
+            await _publish(js, 0, 1)
+            published, msgs = time.monotonic(), await fetch
+            waited = time.monotonic() - published
+        await nc.close()
+        return _numbers(msgs), waited
+
+    msgs, waited = asyncio.run(run())
+    assert msgs == [0]
+    assert waited < 2  # handed over as it came, not after the 4 s of a request taken for ended
+
+
 def _fetch_from(url: str, durable: str) -> tuple[list, float]:
     """One fetch (expires 0.5 s) on a fresh, empty stream: what it returned and how long it took."""
     async def run():
