@@ -139,12 +139,19 @@ def _as_text(value, column: sa.Column):
     return literal(value, column.type.item_type)
 
 
+@functools.cache
+def _travelling_as_text(table: sa.Table, columns: tuple[str, ...]) -> tuple[sa.Column | None, ...]:
+    """Per column, the column when its values travel as text, else None; worked out once per statement shape
+    (`_text_cast` compiles an array column's type)."""
+    return tuple(table.c[name] if _text_cast(table.c[name]) else None for name in columns)
+
+
 def _arrays(table: sa.Table, rows: list[dict]) -> dict[str, list]:
+    names = tuple(rows[0])
     arrays = {}
-    for name in rows[0]:
-        column = table.c[name]
+    for name, as_text in zip(names, _travelling_as_text(table, names)):
         values = [row[name] for row in rows]
-        arrays[name] = [_as_text(value, column) for value in values] if _text_cast(column) else values
+        arrays[name] = values if as_text is None else [_as_text(value, as_text) for value in values]
     return arrays
 
 
