@@ -184,7 +184,7 @@ def cmd_consume(args) -> None:
 
     settings = config.use(config.load())
     logs.setup(settings.log_level)
-    metrics.watch_pool(engine.configure(settings), settings.db_pool_size)
+    metrics.watch_pool(engine.configure(settings, custom_plans=True), settings.db_pool_size)
     feed.configure(settings.feed_enabled)
     if settings.consumer_metrics_port:
         from prometheus_client import start_http_server
