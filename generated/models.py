@@ -339,7 +339,7 @@ class LiveFeedMessageType(StrEnum):
 
 
 class LiveFeedSubscribe(BaseModel):
-    last_event_id: Annotated[int | None, Field(ge=0)] = None
+    last_event_id: Annotated[int | None, Field(ge=0, le=999999999999999999)] = None
     ticket: Annotated[str | None, Field(min_length=1)] = None
     token: Annotated[str | None, Field(min_length=1)] = None
     type: LiveFeedMessageType

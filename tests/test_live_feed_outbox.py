@@ -3,6 +3,7 @@ resources as the REST API returns them, and retention kept by a job."""
 
 import datetime as dt
 import json
+import logging
 import threading
 import uuid
 from decimal import Decimal
@@ -159,13 +160,16 @@ def test_a_refused_rule_is_reported_in_place_and_feeds_nothing_for_it(api):
         ("transaction.booked", "3.000000000000000000"), ("balance.changed", None)]
 
 
-def test_with_the_feed_off_bookings_write_no_feed_and_the_stream_is_503(api, client):
+def test_with_the_feed_off_bookings_write_no_feed_and_the_stream_is_503_not_logged_as_an_outage(api, client,
+                                                                                                  caplog):
     account = create_sub_account(api, create_exchange(api)["id"], "USDT")
     feed.configure(False)
     try:
         assert api.post(f"/v1/sub-accounts/{account['id']}/deposit", json={"amount": "5"})[0] == 201
-        answer = client.get("/v1/stream", headers={"Authorization": f"Bearer {api.token}"})
+        with caplog.at_level(logging.ERROR):
+            answer = client.get("/v1/stream", headers={"Authorization": f"Bearer {api.token}"})
         assert (answer.status_code, answer.json()["error"]["code"]) == (503, "FEED_DISABLED")
+        assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == []
     finally:
         feed.configure(True)
     assert _events(api.user["id"]) == []

@@ -248,6 +248,25 @@ def test_the_websocket_sends_the_same_events_resumes_by_id_and_filters_by_type(s
         assert closed.value.rcvd.code == 4401
 
 
+def test_a_last_event_id_beyond_what_the_contract_allows_is_refused_with_400_on_both_doors(settings, replicas):
+    _, token = _user(settings)
+    too_big = 10 ** 18  # 19 digits: beyond the contract's 18 (a bigint would overflow at 2 ** 63)
+    with httpx.Client(base_url=replicas[0].url, headers={"Authorization": f"Bearer {token}"}, timeout=5) as client:
+        for value in (too_big, 2 ** 63):
+            refused = client.get(f"/v1/stream?last_event_id={value}")
+            assert (refused.status_code, refused.json()["error"]["code"]) == (400, "VALIDATION_ERROR"), refused.text
+    ws_url = replicas[0].url.replace("http://", "ws://") + "/v1/stream"
+    for value in (too_big, 2 ** 63, "41", True, 4.5):
+        with websockets.sync.client.connect(ws_url) as ws:
+            ws.send(json.dumps({"type": "subscribe", "token": token, "last_event_id": value}))
+            refused = _documented(ws.recv(timeout=5))
+            assert (refused["type"], refused["code"], refused["status"]) == ("error", "VALIDATION_ERROR", 400), value
+            assert "last_event_id" in refused["message"], refused
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                ws.recv(timeout=5)
+            assert closed.value.rcvd.code == 4400
+
+
 def test_ten_thousand_events_for_a_hundred_users_reach_a_hundred_clients_each_only_its_own(settings, replicas):
     people = [_user(settings) for _ in range(100)]
     accounts = {}

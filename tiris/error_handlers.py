@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 
 from db.errors import Conflict, DomainError
 from tiris import jsonify
-from tiris.errors import headers_of, status_of
+from tiris.errors import SwitchedOff, headers_of, status_of
 
 log = logging.getLogger("tiris.errors")
 
@@ -73,6 +73,8 @@ def _log_failure(exc: DomainError) -> None:
     """A 503 means a dependency is down: its traceback is logged once per outage (a run of 503s less than
     OUTAGE_GAP seconds apart, per worker), not once per request; every request still has its own log line."""
     global _last_unavailable
+    if isinstance(exc, SwitchedOff):
+        return  # configuration, not a failure: the request's own log line says it
     if status_of(exc) == 503:
         now, last = time.monotonic(), _last_unavailable
         _last_unavailable = now

@@ -59,6 +59,10 @@ class ServiceUnavailable(ApiError):
     message = "A dependency of the service is unavailable; try again shortly."
 
 
+class SwitchedOff(ServiceUnavailable):
+    """A 503 because this deployment turned the feature off: nothing is down, so it is not logged as an outage."""
+
+
 # The core's kinds of refusal, as HTTP statuses (DESIGN §3); the most specific class listed wins.
 STATUS: dict[type[domain.DomainError], int] = {
     domain.Invalid: 400, domain.Denied: 401, domain.Forbidden: 403, domain.NotFound: 404, domain.Conflict: 409,

@@ -29,12 +29,14 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
 import psycopg
+from pydantic import ValidationError
 
 from db import engine, feed, notices
 from db.access import Caller
 from db.urls import psycopg_kwargs
+from generated.models import LiveFeedSubscribe
 from tiris import auth, config
-from tiris.errors import RateLimited, ServiceUnavailable, Unauthorized
+from tiris.errors import RateLimited, SwitchedOff, Unauthorized
 
 log = logging.getLogger("tiris.stream")
 
@@ -71,7 +73,7 @@ class Hub:
 
     def join(self, subscriber: Subscriber, settings: config.Settings) -> None:
         if not feed.enabled():
-            raise ServiceUnavailable("The live feed is off on this service (FEED_ENABLED).", code="FEED_DISABLED")
+            raise SwitchedOff("The live feed is off on this service (FEED_ENABLED).", code="FEED_DISABLED")
         if self.count >= settings.stream_max_per_worker:
             raise RateLimited("This server holds as many streams as it may; retry shortly.",
                               code="TOO_MANY_STREAMS", headers={"Retry-After": "5"},
@@ -339,16 +341,13 @@ async def serve_websocket(scope, receive, send) -> None:
     channel, settings = WebSocket(send), config.current()
     try:
         message = await asyncio.wait_for(receive(), timeout=10)
-        request = json.loads(message.get("text") or message.get("bytes") or "null")
+        raw = message.get("text") or message.get("bytes") or "null"
+        request = json.loads(raw)
         if message["type"] != "websocket.receive" or not isinstance(request, dict) or request.get("type") != "subscribe":
             raise _WsError(400, "VALIDATION_ERROR", 'The first message must be {"type": "subscribe", ...}.')
-        caller = await asyncio.to_thread(_ws_caller, scope, request)
-        types = request.get("types") or []
-        if not isinstance(types, list) or any(kind not in feed.TYPES for kind in types):
-            raise _WsError(400, "VALIDATION_ERROR", f"types must be a list of {', '.join(feed.TYPES)}.")
-        last = request.get("last_event_id")
-        if last is not None and (not isinstance(last, int) or isinstance(last, bool) or last < 0):
-            raise _WsError(400, "VALIDATION_ERROR", "last_event_id must be a non-negative integer.")
+        subscribe = _subscribe(raw)
+        caller = await asyncio.to_thread(_ws_caller, scope, subscribe)
+        last, types = subscribe.last_event_id, [kind.value for kind in subscribe.types or ()]
         subscriber = Subscriber(caller, -1 if last is None else last, _types(types))
         try:
             hub().join(subscriber, settings)
@@ -392,14 +391,24 @@ class _WsError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def _ws_caller(scope, request: dict) -> Caller:
-    header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
-    token = header[7:].strip() if header.lower().startswith("bearer ") else request.get("token")
+def _subscribe(raw: str | bytes) -> LiveFeedSubscribe:
+    """The first message as asyncapi.yaml's LiveFeedSubscribe (strictly: `"41"` is not an id, nor `true`)."""
     try:
-        if isinstance(token, str) and token:
+        return LiveFeedSubscribe.model_validate_json(raw, strict=True)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        where = ".".join(map(str, problem["loc"])) or "message"
+        raise _WsError(400, "VALIDATION_ERROR", f"{where}: {problem['msg']}") from None
+
+
+def _ws_caller(scope, subscribe: LiveFeedSubscribe) -> Caller:
+    header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+    token = header[7:].strip() if header.lower().startswith("bearer ") else subscribe.token
+    try:
+        if token:
             return auth.caller_from_token(token)
-        if isinstance(request.get("ticket"), str) and request["ticket"]:
-            return auth.caller_from_ticket(request["ticket"])
+        if subscribe.ticket:
+            return auth.caller_from_ticket(subscribe.ticket)
     except Unauthorized as error:
         raise _WsError(401, error.code, error.message) from None
     raise _WsError(401, "UNAUTHORIZED", "A bearer token (header or `token`) or a `ticket` is required.")
