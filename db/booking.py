@@ -1,8 +1,9 @@
 """The one booking entry point: `book` carries out one entry or a thousand, for one user or many.
 
 Both doors come here: the HTTP door with a list of one (`book_one` raises its refusal), the event door with a
-batch. In a fixed number of statements whatever the batch size, it reads the exchanges named, serializes on the
-orders named, locks every sub-account named (in id order) and then the orders' and sub-accounts' holds, checks
+batch. In a fixed number of statements whatever the batch size, it serializes on the orders named, locks every
+sub-account named (in id order), the orders and then the orders' and sub-accounts' holds, and reads the exchanges
+named (these five sent together: one round trip, db/engine.py: read_at_once), checks
 each entry against what it names (the user's? on this exchange? these symbols? this order's state?), plans it on
 the rows as the earlier entries left them, and writes what was planned: one balance update, then, sent as one
 pipeline (the server carries out each statement while the next is built), one insert of transactions, one of
@@ -90,17 +91,18 @@ class Plan:
 def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
     """Books the entries in order; returns each one's outcome, in the same order."""
     keys = {key for entry in entries for key in _orders_named(entry)}
-    orders.serialize(conn, keys)
-    originals = reversals.read(conn, entries)
-    accounts = ledger.lock_accounts(conn, {account_id for entry in entries for account_id in _accounts_named(entry)}
-                                    | reversals.accounts(originals))
+    originals = reversals.read(conn, entries)  # only a reversal's batch reads anything here
+    _, accounts, found_orders, found_holds, owners = engine.read_at_once(conn, [  # one round trip, in this order:
+        orders.serializing(keys),  # the orders' advisory locks first, then the rows
+        ledger.locking_accounts({account_id for entry in entries for account_id in _accounts_named(entry)}
+                                | reversals.accounts(originals)),
+        orders.locking(keys),
+        holds.locking(keys=keys, orderless_on=_orderless_releases(entries), ids={
+            entry.command.hold_id for entry in entries if isinstance(entry.command, HoldExpiry)}),
+        _owners_named(entries)])
     originals = reversals.linked(conn, originals)  # under the locks: reversals committed meanwhile are seen
-    found_orders = orders.lock_for(conn, keys)
     known_orders = set(found_orders)  # the plan adds the new ones to the book
-    found_holds = holds.lock_for(conn, keys=keys, orderless_on=_orderless_releases(entries), ids={
-        entry.command.hold_id for entry in entries if isinstance(entry.command, HoldExpiry)})
-    state = Book(dict(accounts), _exchange_owners(conn, entries), found_orders, found_holds,
-                 originals)
+    state = Book(dict(accounts), owners, found_orders, found_holds, originals)
 
     plans: list[Plan | DomainError] = []
     for entry in entries:
@@ -178,12 +180,13 @@ def _holding(account: Account, hold: Hold, state: Book) -> Account:
         return replace(account, locked=account.locked + hold.held - (before.held if before else 0))
 
 
-def _exchange_owners(conn: sa.Connection, entries: list[Entry]) -> dict[uuid.UUID, uuid.UUID]:
+def _owners_named(entries: list[Entry]) -> engine.Read:
+    """Each exchange the entries name, with its user."""
     named = {exchange_id for entry in entries for exchange_id in (
         _exchange_of(entry.command), entry.log.exchange_id if entry.log else None) if exchange_id}
     if not named:
-        return {}
-    return dict(conn.execute(_owners, {"ids": list(named)}).all())
+        return engine.nothing({})
+    return engine.Read(_owners, {"ids": list(named)}, dict)
 
 
 _owners = sa.select(exchanges.c.id, exchanges.c.user_id).where(bulk.among_bound(exchanges.c.id, "ids"),

@@ -1,10 +1,14 @@
 """The process's connection pool, and the two ways to use it: a transaction or a read."""
 
 import contextlib
-from typing import Protocol
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import psycopg
 import sqlalchemy as sa
+from psycopg.rows import namedtuple_row
 from sqlalchemy import exc
 
 from db.errors import Unavailable
@@ -94,6 +98,51 @@ def reading():
     """A connection for reads in autocommit: no BEGIN/ROLLBACK round trips around a single SELECT."""
     with _unavailable_when_down(), engine().connect() as conn:
         yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
+@dataclass(frozen=True)
+class Read:
+    """One statement of a group read at once: its values, and what its rows (named tuples) become. A Read
+    without a statement asks nothing: its rows are none."""
+    statement: sa.Executable | None
+    values: dict
+    into: Callable[[list], Any]
+
+
+def nothing(empty) -> Read:
+    return Read(None, {}, lambda rows: empty)
+
+
+def read_at_once(conn: sa.Connection, reads: list[Read]) -> list:
+    """Runs the statements in order in the connection's transaction, sent together (psycopg's pipeline): one
+    round trip for the group instead of one each. They run on the server one after the other, in this order, so
+    locks are taken in the order listed. Returns what each one's rows became. A failure comes out as SQLAlchemy's,
+    as from `conn.execute`."""
+    driver = conn.connection.driver_connection
+    cursors = []
+    try:
+        with driver.pipeline():
+            for read in reads:
+                cursor = None
+                if read.statement is not None:
+                    compiled, conversions = _compiled(read.statement, conn.dialect)
+                    params = compiled.construct_params(read.values)
+                    params.update((name, convert(params[name])) for name, convert in conversions.items())
+                    cursor = driver.cursor(row_factory=namedtuple_row)
+                    cursor.execute(compiled.string, params)
+                cursors.append(cursor)
+        return [read.into(cursor.fetchall() if cursor else []) for read, cursor in zip(reads, cursors)]
+    except psycopg.Error as error:
+        raise exc.DBAPIError.instance(None, None, error, psycopg.Error,
+                                      connection_invalidated=driver.closed) from error
+
+
+@functools.cache
+def _compiled(statement: sa.Executable, dialect) -> tuple[sa.engine.Compiled, dict[str, Callable]]:
+    """The statement compiled for the driver, and the binds that need converting (an array to its literal), once."""
+    compiled = statement.compile(dialect=dialect)
+    conversions = {name: bind.type.bind_processor(dialect) for bind, name in compiled.bind_names.items()}
+    return compiled, {name: convert for name, convert in conversions.items() if convert is not None}
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ from typing import Literal
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import UUID
 
-from db import bulk, ids
+from db import bulk, engine, ids
 from db.errors import Conflict, NotFound, Refused
 from db.legs import MONEY_CONTEXT
 from db.schema import holds
@@ -123,14 +123,14 @@ def missing(key: OrderKey, sub_account_id: uuid.UUID) -> NotFound:
                     details={"order_id": key[2], "sub_account_id": str(sub_account_id)})
 
 
-def lock_for(conn: sa.Connection, *, keys: set[OrderKey], orderless_on: set[uuid.UUID],
-             ids: set[uuid.UUID]) -> dict[uuid.UUID, Hold]:
+def locking(*, keys: set[OrderKey], orderless_on: set[uuid.UUID], ids: set[uuid.UUID]) -> engine.Read:
     """Locks the holds of these orders (resolved ones too), the open holds without an order on these
     sub-accounts, and these holds; by id."""
     if not (keys or orderless_on or ids):
-        return {}
+        return engine.nothing({})
     values = {**(order_keys(keys) if keys else {}), "orderless_on": list(orderless_on), "ids": list(ids)}
-    return {row.id: Hold(*row) for row in conn.execute(_locking(bool(keys), bool(orderless_on), bool(ids)), values)}
+    return engine.Read(_locking(bool(keys), bool(orderless_on), bool(ids)), values,
+                       lambda rows: {row.id: Hold(*row) for row in rows})
 
 
 @functools.cache

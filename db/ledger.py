@@ -13,16 +13,16 @@ from decimal import Decimal, localcontext
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import UUID
 
-from db import bulk, ids
+from db import bulk, engine, ids
 from db.legs import MONEY_CONTEXT, Account, Leg
 from db.schema import sub_accounts, transactions
 
 
-def lock_accounts(conn: sa.Connection, ids) -> dict[uuid.UUID, Account]:
-    """Locks the live sub-accounts with these ids (anyone's: the caller checks ownership) in one statement."""
+def locking_accounts(ids) -> engine.Read:
+    """Locks the live sub-accounts with these ids (anyone's: the caller checks ownership), in id order."""
     if not ids:
-        return {}
-    return {row.id: Account(*row) for row in conn.execute(_lock_accounts, {"ids": list(set(ids))})}
+        return engine.nothing({})
+    return engine.Read(_lock_accounts, {"ids": list(set(ids))}, lambda rows: {row.id: Account(*row) for row in rows})
 
 
 _lock_accounts = (

@@ -16,7 +16,7 @@ from decimal import Decimal, localcontext
 
 import sqlalchemy as sa
 
-from db import bulk, ids, pagination
+from db import bulk, engine, ids, pagination
 from db.access import Caller, readable_by
 from db.commands import Order, OrderChange
 from db.errors import Conflict, NotFound, Refused
@@ -153,11 +153,12 @@ _COLUMNS = ("id", "user_id", "exchange_id", "order_id", "base_sub_account_id", "
             "placed_at", "trade_ids", "transaction_ids", "info")
 
 
-def serialize(conn: sa.Connection, keys: set[OrderKey]) -> None:
+def serializing(keys: set[OrderKey]) -> engine.Read:
     """Takes a transaction-scoped advisory lock per order key, in one fixed order: two transactions that touch the
     same order (a consumer's batch and a re-drive) queue, even while the order has no row yet to lock."""
-    if keys:
-        conn.execute(_SERIALIZE, {"keys": sorted({"/".join(map(str, key)) for key in keys})})
+    if not keys:
+        return engine.nothing(None)
+    return engine.Read(_SERIALIZE, {"keys": sorted({"/".join(map(str, key)) for key in keys})}, lambda rows: None)
 
 
 _SERIALIZE = sa.text("SELECT pg_advisory_xact_lock(h) FROM (SELECT hashtextextended(k, 727276) AS h "
@@ -173,12 +174,17 @@ _LOCK = (sa.select(*(orders.c[name] for name in _COLUMNS))
          .with_for_update(of=orders))
 
 
-def lock_for(conn: sa.Connection, keys: set[OrderKey]) -> dict[OrderKey, OrderRow]:
+def locking(keys: set[OrderKey]) -> engine.Read:
+    """Locks the rows of these orders (those that have one yet)."""
     if not keys:
-        return {}
+        return engine.nothing({})
+    return engine.Read(_LOCK, order_keys(keys), _found)
+
+
+def _found(rows) -> dict[OrderKey, OrderRow]:
     found = {}
-    for row in conn.execute(_LOCK, order_keys(keys)):
-        values = dict(row._mapping)
+    for row in rows:
+        values = row._asdict()
         values.update(side=OrderSide(values["side"]), status=OrderStatus(values["status"]),
                       trade_ids=tuple(values["trade_ids"]), transaction_ids=tuple(values["transaction_ids"]))
         found[(row.user_id, row.exchange_id, row.order_id)] = OrderRow(**values)

@@ -43,7 +43,8 @@ def test_the_consumers_order_lock_reads_by_index_once_the_table_has_grown_after_
             # and PostgreSQL would settle on a generic plan after five more.
             for batch in range(20):
                 order_ids = [f"batch-{batch}-{n}" for n in range(20)]
-                orders.lock_for(conn, {(user_id, exchange_id, order_id) for order_id in order_ids})
+                keys = {(user_id, exchange_id, order_id) for order_id in order_ids}
+                engine.read_at_once(conn, [orders.locking(keys)])
                 conn.execute(_ADD_ORDERS, {"user": user_id, "exchange": exchange_id, "ids": order_ids})
             conn.execute(_ADD_ORDERS, {"user": user_id, "exchange": exchange_id,  # then the table grows
                                        "ids": [f"later-{n}" for n in range(20_000)]})
