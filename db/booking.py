@@ -3,9 +3,9 @@
 Both doors come here: the HTTP door with a list of one (`book_one` raises its refusal), the event door with a
 batch. In a fixed number of statements whatever the batch size, it serializes on the orders named, locks every
 sub-account named (in id order), the orders and then the orders' and sub-accounts' holds, and reads the exchanges
-named (these five sent together: one round trip, db/engine.py: read_at_once), checks
-each entry against what it names (the user's? on this exchange? these symbols? this order's state?), plans it on
-the rows as the earlier entries left them, and writes what was planned: one balance update, then, sent as one
+named (these five sent together: one round trip, db/engine.py: read_at_once), checks each entry against what it
+names (the user's? on this exchange? these symbols? this order's state?), plans it on the rows as the earlier
+entries left them, and writes what was planned: one balance update, then, sent as one
 pipeline (the server carries out each statement while the next is built), one insert of transactions, one of
 trading logs, one of orders, one of holds, one of reversal links, the portfolio's figures (db/positions.py, whose
 positions are read before the pipeline) and the user's live feed (db/feed.py). A refused entry changes nothing
