@@ -1,16 +1,15 @@
 """The one booking entry point: `book` carries out one entry or a thousand, for one user or many.
 
-Both doors come here: the HTTP door with a list of one (`book_one` raises its refusal), the event door with a
-batch. In a fixed number of statements whatever the batch size, it serializes on the orders named, locks every
-sub-account named (in id order), the orders and then the orders' and sub-accounts' holds, and reads the exchanges
-named (these five sent together: one round trip, db/engine.py: read_at_once), checks each entry against what it
-names (the user's? on this exchange? these symbols? this order's state?), plans it on the rows as the earlier
-entries left them, and writes what was planned: one balance update, then, sent as one
-pipeline (the server carries out each statement while the next is built), one insert of transactions, one of
-trading logs, one of orders, one of holds, one of reversal links, the portfolio's figures (db/positions.py, whose
-positions are read before the pipeline) and the user's live feed (db/feed.py). A refused entry changes nothing
-and is reported in its place, so the entries after it see the rows as if it had never come; nothing else writes
-ledger rows.
+Both doors come here: the HTTP door with a list of one (`book_one` raises its refusal), the event door with a batch.
+In a fixed number of statements whatever the batch size, it serializes on the orders named, locks every sub-account
+named (in id order), the orders and then the orders' and sub-accounts' holds, and reads the exchanges named and the
+sub-accounts' positions (sent together: one round trip, db/engine.py: read_at_once), checks each entry against what
+it names (the user's? on this exchange? these symbols? this order's state?), plans it on the rows as the earlier
+entries left them, and writes what was planned: one balance update, then, sent as one pipeline (the server carries
+out each statement while the next is built), one insert of transactions, one of trading logs, one of orders, one of
+holds, one of reversal links, the portfolio's figures (db/positions.py) and the user's live feed (db/feed.py). A
+refused entry changes nothing and is reported in its place, so the entries after it see the rows as if it had never
+come; nothing else writes ledger rows.
 """
 
 import datetime as dt
@@ -92,14 +91,16 @@ def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
     """Books the entries in order; returns each one's outcome, in the same order."""
     keys = {key for entry in entries for key in _orders_named(entry)}
     originals = reversals.read(conn, entries)  # only a reversal's batch reads anything here
-    _, accounts, found_orders, found_holds, owners = engine.read_at_once(conn, [  # one round trip, in this order:
+    named = {account_id for entry in entries for account_id in _accounts_named(entry)} | reversals.accounts(originals)
+    _, accounts, found_orders, found_holds, owners, *positioned = engine.read_at_once(conn, [  # one round trip:
         orders.serializing(keys),  # the orders' advisory locks first, then the rows
-        ledger.locking_accounts({account_id for entry in entries for account_id in _accounts_named(entry)}
-                                | reversals.accounts(originals)),
+        ledger.locking_accounts(named),
         orders.locking(keys),
         holds.locking(keys=keys, orderless_on=_orderless_releases(entries), ids={
             entry.command.hold_id for entry in entries if isinstance(entry.command, HoldExpiry)}),
-        _owners_named(entries)])
+        _owners_named(entries),
+        positions.reading(named),  # after the sub-accounts' locks: only a booking that holds them writes these
+        positions.reading_effects({leg.id for legs in originals.values() for leg in legs})])
     originals = reversals.linked(conn, originals)  # under the locks: reversals committed meanwhile are seen
     known_orders = set(found_orders)  # the plan adds the new ones to the book
     state = Book(dict(accounts), owners, found_orders, found_holds, originals)
@@ -140,15 +141,13 @@ def book(conn: sa.Connection, entries: list[Entry]) -> list[Outcome]:
         if plan.bot and (beat := bots.seen(conn, entry.user_id, plan.bot, entry.event_id)):
             beats.append(beat)
         outcomes.append(Booked(moved, log, plan.drift))
-    held = positions.read(conn, {row["sub_account_id"] for row in transactions},
-                          {original_id for original_id, _ in links})
     with engine.pipelined(conn):  # from here on only writes: the server carries out each while the next is built
         ledger.write_transactions(conn, transactions)
         trading_logs.insert(conn, logs)
         orders.write(conn, changed_orders, known_orders, fill_transactions, when)
         holds.write(conn, list(changed_holds.values()), when)
         reversals.write(conn, links)
-        positions.apply(conn, entries, outcomes, state.accounts, held)  # the portfolio's figures
+        positions.apply(conn, entries, outcomes, state.accounts, positioned)  # the portfolio's figures
         feed.booked(conn, transactions, logs, links, changed_holds.values(), beats, when,  # the live feed (an outbox)
                     order_ids=[row.id for row in changed_orders.values()],
                     account_ids=[i for i, account in state.accounts.items() if account != accounts[i]])

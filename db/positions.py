@@ -1,7 +1,8 @@
 """Positions, written with the bookings that change them: DESIGN §9's figures cost the same to read at any size.
 
-db/booking.py calls `read` once per batch before its writes, and `apply` once in its write phase, in the same
-transaction, with what it booked and what `read` found. From the booked legs alone (so the migration's backfill,
+db/booking.py reads the positions of the sub-accounts it locks (`reading`, with its other reads) and the effects of
+the legs its reversals name (`reading_effects`), and calls `apply` once in its write phase, in the same
+transaction, with what it booked and what they found. From the booked legs alone (so the migration's backfill,
 `rebuild`, goes the same way):
 - a trade's base leg (a trade leg whose sub-account is not in the quote currency) buys or sells for its position,
   which it opens if there is none (with the sub-account's balance before it, at no cost);
@@ -10,9 +11,9 @@ transaction, with what it booked and what `read` found. From the booked legs alo
 What each leg did is kept (`position_effects`, by transaction id), so that a reversal undoes exactly that. A
 position's quantity is always its sub-account's balance; `apply` checks it.
 
-One statement reads the positions of the sub-accounts booked (and a second one the effects of the legs reversed,
-only when the batch reverses something); one statement writes the effects, the positions, the day rows and the
-per-source rows of the whole batch. The rules themselves are db/cost_basis.py.
+One statement reads the positions of the sub-accounts locked (and a second one the effects of the legs reversed,
+only when the batch reverses something); an insert per table writes the effects, the positions, the day rows and
+the per-source rows of the whole batch. The rules themselves are db/cost_basis.py.
 """
 
 import datetime as dt
@@ -23,7 +24,7 @@ from decimal import Decimal, localcontext
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import UUID
 
-from db import bulk
+from db import bulk, engine
 from db.cost_basis import Effect, Position, buy, rounded, sell, transfer
 from db.legs import MONEY_CONTEXT
 from generated.models import TradeType
@@ -147,25 +148,29 @@ def _day(changes: Changes, row: dict, held: Held) -> dict:
 # --- the database side ---------------------------------------------------------------------------------------------
 
 _UUID = UUID(as_uuid=True)
-_READ_POSITIONS = ("SELECT sub_account_id, user_id, exchange_id, symbol, quote_symbol, " + ", ".join(FIGURES)
-                   + " FROM positions WHERE sub_account_id = ANY(%(ids)s::uuid[])")
-_READ_EFFECTS = ("SELECT transaction_id, source, " + ", ".join(EFFECT_FIGURES)
-                 + " FROM position_effects WHERE transaction_id = ANY(%(ids)s::uuid[])")
+_READ_POSITIONS = sa.text("SELECT sub_account_id, user_id, exchange_id, symbol, quote_symbol, " + ", ".join(FIGURES)
+                          + " FROM positions WHERE sub_account_id = ANY(:ids)").bindparams(
+    sa.bindparam("ids", type_=bulk.Array(_UUID)))
+_READ_EFFECTS = sa.text("SELECT transaction_id, source, " + ", ".join(EFFECT_FIGURES)
+                        + " FROM position_effects WHERE transaction_id = ANY(:ids)").bindparams(
+    sa.bindparam("ids", type_=bulk.Array(_UUID)))
 
 
-def read(conn: sa.Connection, account_ids, reversed_ids) -> tuple[dict[uuid.UUID, Held], dict]:
-    """The positions of these sub-accounts, and the recorded effects of these reversed legs."""
-    held = {}
+def reading(account_ids) -> engine.Read:
+    """The positions of these sub-accounts (read with them locked: only a booking that holds them writes them)."""
     if not account_ids:
-        return held, {}
-    for row in conn.exec_driver_sql(_READ_POSITIONS, {"ids": bulk.literal(account_ids, _UUID)}).mappings():
-        held[row["sub_account_id"]] = Held(row["sub_account_id"], row["user_id"], row["exchange_id"], row["symbol"],
-                                           row["quote_symbol"], Position(*(row[f] for f in FIGURES)))
-    recorded = {}
-    if reversed_ids:
-        for row in conn.exec_driver_sql(_READ_EFFECTS, {"ids": bulk.literal(reversed_ids, _UUID)}).mappings():
-            recorded[row["transaction_id"]] = (Effect(*(row[f] for f in EFFECT_FIGURES)), row["source"])
-    return held, recorded
+        return engine.nothing({})
+    return engine.Read(_READ_POSITIONS, {"ids": list(account_ids)}, lambda rows: {
+        row.sub_account_id: Held(row.sub_account_id, row.user_id, row.exchange_id, row.symbol, row.quote_symbol,
+                                 Position(*(getattr(row, f) for f in FIGURES))) for row in rows})
+
+
+def reading_effects(transaction_ids) -> engine.Read:
+    """What each of these legs did to its position, as recorded (the legs a batch's reversals may undo)."""
+    if not transaction_ids:
+        return engine.nothing({})
+    return engine.Read(_READ_EFFECTS, {"ids": list(transaction_ids)}, lambda rows: {
+        row.transaction_id: (Effect(*(getattr(row, f) for f in EFFECT_FIGURES)), row.source) for row in rows})
 
 
 def _unnest(prefix: str, columns: dict[str, str]) -> tuple[str, str]:
@@ -239,7 +244,7 @@ def write(conn: sa.Connection, changes: Changes, touched: set[uuid.UUID] | None 
 
 def apply(conn: sa.Connection, entries, outcomes, accounts, found: tuple[dict[uuid.UUID, Held], dict]) -> None:
     """The positions' side of a booked batch (db/booking.py calls it once, after the ledger rows are written, with
-    what `read` found for the sub-accounts they booked and the legs they reverse)."""
+    what `reading` and `reading_effects` found for the sub-accounts it locked and the legs its reversals name)."""
     groups = []
     for entry, outcome in zip(entries, outcomes):
         rows = getattr(outcome, "transactions", None)
