@@ -131,7 +131,12 @@ def read_at_once(conn: sa.Connection, reads: list[Read]) -> list:
                     cursor = driver.cursor(row_factory=namedtuple_row)
                     cursor.execute(compiled.string, params)
                 cursors.append(cursor)
-        return [read.into(cursor.fetchall() if cursor else []) for read, cursor in zip(reads, cursors)]
+        results = []
+        for read, cursor in zip(reads, cursors):
+            results.append(read.into(cursor.fetchall() if cursor else []))
+            if cursor:
+                cursor.close()
+        return results
     except psycopg.Error as error:
         raise exc.DBAPIError.instance(None, None, error, psycopg.Error,
                                       connection_invalidated=driver.closed) from error

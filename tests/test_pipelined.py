@@ -1,6 +1,7 @@
-"""Writes sent in a pipeline (db.engine.pipelined: one after another, without waiting for each result) take effect
-in order, and a failure among them comes out as any statement's does: SQLAlchemy's error, classified the same way
-(a data error is not retried, a time-out is), with nothing of its transaction kept."""
+"""Writes sent in a pipeline (db.engine.pipelined: one after another, without waiting for each result), and reads
+sent together (db.engine.read_at_once), take effect in order, and a failure among them comes out as any statement's
+does: SQLAlchemy's error, classified the same way (a data error is not retried, a time-out is), with nothing of its
+transaction kept."""
 
 import pytest
 import sqlalchemy as sa
@@ -64,3 +65,51 @@ def test_a_time_out_in_a_pipeline_is_transient_and_nothing_of_the_transaction_st
     assert raised.value.orig.sqlstate == "57014"  # cancelled by the statement time-out
     assert engine.transient(raised.value)
     assert _rows() == [(1, "a")]
+
+
+# --- reads sent together (db.engine.read_at_once)
+
+_SET = sa.text("SELECT set_config('tiris.step', :value, true) AS step")
+_GET = sa.text("SELECT current_setting('tiris.step') AS step")
+_LOCK_ROW = sa.text("SELECT k, v FROM piped WHERE k = :k FOR UPDATE")
+
+
+def test_reads_sent_together_run_in_the_order_listed_and_each_becomes_its_own_result(settings):
+    _table()
+    with engine.transaction() as conn:
+        results = engine.read_at_once(conn, [
+            engine.Read(_SET, {"value": "first"}, lambda rows: [row.step for row in rows]),
+            engine.nothing({}),  # asks nothing
+            engine.Read(_GET, {}, lambda rows: rows[0].step),
+            engine.Read(_SET, {"value": "second"}, len),
+            engine.Read(_LOCK_ROW, {"k": 1}, lambda rows: [tuple(row) for row in rows])])
+        assert results == [["first"], {}, "first", 1, [(1, "a")]]
+        assert conn.execute(_GET).scalar() == "second"  # the same transaction, after them
+
+
+def test_a_failing_read_among_reads_sent_together_is_sqlalchemys_and_its_transaction_rolls_back(settings):
+    _table()
+    with pytest.raises(sa.exc.DataError) as raised:
+        with engine.transaction() as conn:
+            _insert(conn, 2)
+            engine.read_at_once(conn, [engine.Read(_LOCK_ROW, {"k": 1}, list),
+                                      engine.Read(sa.text("SELECT 1 / 0"), {}, list),
+                                      engine.Read(_LOCK_ROW, {"k": 2}, list)])
+    assert raised.value.orig.sqlstate == "22012"
+    assert not engine.transient(raised.value)
+    assert _rows() == [(1, "a")]
+
+
+def test_a_lock_wait_time_out_among_reads_sent_together_is_transient(settings, database_url):
+    _table()
+    blocker = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
+    with blocker.connect() as holding:
+        holding.execute(_LOCK_ROW, {"k": 1})
+        with pytest.raises(sa.exc.DBAPIError) as raised:
+            with engine.transaction() as conn:
+                conn.execute(sa.text("SET LOCAL lock_timeout = '200ms'"))
+                engine.read_at_once(conn, [engine.Read(_LOCK_ROW, {"k": 1}, list)])
+        holding.rollback()
+    blocker.dispose()
+    assert raised.value.orig.sqlstate == "55P03"
+    assert engine.transient(raised.value)
