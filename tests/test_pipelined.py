@@ -3,6 +3,8 @@ sent together (db.engine.read_at_once), take effect in order, and a failure amon
 does: SQLAlchemy's error, classified the same way (a data error is not retried, a time-out is), with nothing of its
 transaction kept."""
 
+import contextlib
+
 import pytest
 import sqlalchemy as sa
 
@@ -22,6 +24,21 @@ def _rows() -> list[tuple]:
 
 def _insert(conn: sa.Connection, k: int) -> None:
     conn.execute(sa.text("INSERT INTO piped VALUES (:k, 'new')"), {"k": k})
+
+
+@contextlib.contextmanager
+def _held(database_url: str, locking: sa.TextClause, values: dict | None = None):
+    """Another connection holds what `locking` locks while the block runs."""
+    blocker = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
+    try:
+        with blocker.connect() as holding:
+            holding.execute(locking, values or {})
+            try:
+                yield
+            finally:
+                holding.rollback()
+    finally:
+        blocker.dispose()
 
 
 def test_pipelined_writes_take_effect_in_the_order_they_were_sent(settings):
@@ -52,16 +69,11 @@ def test_a_data_error_in_a_pipeline_is_sqlalchemys_not_retried_and_rolls_the_who
 
 def test_a_time_out_in_a_pipeline_is_transient_and_nothing_of_the_transaction_stays(settings, database_url):
     _table()
-    blocker = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
-    with blocker.connect() as holding:
-        holding.execute(sa.text("LOCK TABLE piped IN ACCESS EXCLUSIVE MODE"))
-        with pytest.raises(sa.exc.DBAPIError) as raised:
-            with engine.transaction() as conn:
-                conn.execute(sa.text("SET LOCAL statement_timeout = '200ms'"))
-                with engine.pipelined(conn):
-                    _insert(conn, 2)
-        holding.rollback()
-    blocker.dispose()
+    with _held(database_url, sa.text("LOCK TABLE piped IN ACCESS EXCLUSIVE MODE")):
+        with pytest.raises(sa.exc.DBAPIError) as raised, engine.transaction() as conn:
+            conn.execute(sa.text("SET LOCAL statement_timeout = '200ms'"))
+            with engine.pipelined(conn):
+                _insert(conn, 2)
     assert raised.value.orig.sqlstate == "57014"  # cancelled by the statement time-out
     assert engine.transient(raised.value)
     assert _rows() == [(1, "a")]
@@ -102,14 +114,9 @@ def test_a_failing_read_among_reads_sent_together_is_sqlalchemys_and_its_transac
 
 def test_a_lock_wait_time_out_among_reads_sent_together_is_transient(settings, database_url):
     _table()
-    blocker = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
-    with blocker.connect() as holding:
-        holding.execute(_LOCK_ROW, {"k": 1})
-        with pytest.raises(sa.exc.DBAPIError) as raised:
-            with engine.transaction() as conn:
-                conn.execute(sa.text("SET LOCAL lock_timeout = '200ms'"))
-                engine.read_at_once(conn, [engine.Read(_LOCK_ROW, {"k": 1}, list)])
-        holding.rollback()
-    blocker.dispose()
+    with _held(database_url, _LOCK_ROW, {"k": 1}):
+        with pytest.raises(sa.exc.DBAPIError) as raised, engine.transaction() as conn:
+            conn.execute(sa.text("SET LOCAL lock_timeout = '200ms'"))
+            engine.read_at_once(conn, [engine.Read(_LOCK_ROW, {"k": 1}, list)])
     assert raised.value.orig.sqlstate == "55P03"
     assert engine.transient(raised.value)
