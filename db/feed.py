@@ -180,17 +180,13 @@ def write(conn: sa.Connection, events: list[tuple[uuid.UUID, str, dict]], *, ord
 
 # --- reads and retention
 
-def read(conn: sa.Connection, user_id, after: int, types: tuple[str, ...] | None, limit: int,
-         up_to: int | None = None) -> list[Event]:
-    """The user's events after id `after` (and up to `up_to`), oldest first, at most `limit`; only `types` when
-    given."""
+def read(conn: sa.Connection, user_id, after: int, limit: int, up_to: int | None = None) -> list[Event]:
+    """The user's events after id `after` (and up to `up_to`), oldest first, at most `limit`."""
     c = feed_events.c
     query = (sa.select(c.id, c.type, sa.cast(c.data, sa.Text)).where(c.user_id == user_id, c.id > after)
              .order_by(c.id).limit(limit))
     if up_to is not None:
         query = query.where(c.id <= up_to)
-    if types:
-        query = query.where(c.type.in_(types))
     return [Event(*row) for row in conn.execute(query)]
 
 

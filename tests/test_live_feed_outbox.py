@@ -20,7 +20,7 @@ from tests.helpers import create_exchange, create_sub_account, trade
 
 def _events(user_id) -> list[tuple[int, str, dict]]:
     with engine.reading() as conn:
-        return [(e.id, e.type, json.loads(e.data)) for e in feed.read(conn, user_id, 0, None, 10_000)]
+        return [(e.id, e.type, json.loads(e.data)) for e in feed.read(conn, user_id, 0, 10_000)]
 
 
 def test_a_deposit_feeds_its_transaction_then_the_balance_as_the_rest_api_returns_them(api):

@@ -42,6 +42,9 @@ CONSUMER_LAG = Gauge("tiris_consumer_lag_events", "Events in the stream not yet 
 CONSUMER_BATCH_SECONDS = Histogram("tiris_consumer_batch_duration_seconds", "Time to apply and commit one batch",
                                    ["consumer"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
+# Live feed (tiris/stream.py): the streams of one user woken together share one read.
+STREAM_READS = Counter("tiris_stream_reads_total", "Reads of a user's live feed by the streams it wakes")
+
 # Caches (tiris.cache).
 CACHE_LOOKUPS = Counter("tiris_cache_lookups_total", "Cache lookups by result", ["cache", "result"])
 

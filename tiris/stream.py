@@ -8,7 +8,8 @@ Each worker has one `Hub`: a PostgreSQL connection that LISTENs to the feed's ch
 commit, to every worker of every replica) and to the authentication notices (db/notices.py), and wakes the
 connections of the user named. A woken connection reads its user's events after the last id it sent, from the
 database, in order: what it sends is what committed, so a client that reconnects with the last id it saw (to any
-worker or replica, after any restart) gets exactly what it missed, then the live ones.
+worker or replica, after any restart) gets exactly what it missed, then the live ones. The connections of one user
+woken together share one read (`Hub.read`): a user with five streams costs one query per commit, not five.
 
 - An idle stream gets a comment line every STREAM_HEARTBEAT_SECONDS, so proxies keep it open.
 - A client more than STREAM_MAX_LAG events behind is sent `stream.lagging` (with the last id it was sent) and
@@ -35,7 +36,7 @@ from db import engine, feed, notices
 from db.access import Caller
 from db.urls import psycopg_kwargs
 from generated.models import LiveFeedSubscribe
-from tiris import auth, config
+from tiris import auth, config, metrics
 from tiris.errors import RateLimited, SwitchedOff, Unauthorized
 
 log = logging.getLogger("tiris.stream")
@@ -55,7 +56,26 @@ class Subscriber:
     types: tuple[str, ...] | None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     recheck: bool = False  # the user's standing changed: ask the database, not the cache
-    known_head: int = 0  # the last id a notification named
+    gone: bool = False  # the client went away
+
+    def hang_up(self) -> None:
+        self.gone = True
+        self.wake.set()
+
+
+@dataclass
+class _SharedRead:
+    after: int  # the lowest cursor of the streams that joined
+    done: asyncio.Future  # what `_read` returned
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A stream's part of a read: its events, the id up to which the read saw every event (the stream has then
+    been sent all of its own up to there), and the user's last id."""
+    events: list[feed.Event]
+    complete_to: int
+    head: int
 
 
 class Full(Exception):
@@ -68,6 +88,8 @@ class Hub:
     def __init__(self):
         self.by_user: dict[uuid.UUID, set[Subscriber]] = {}
         self.count = 0
+        self.next_read: dict[uuid.UUID, _SharedRead] = {}  # per user, the read that has not started yet
+        self.reading: set[asyncio.Task] = set()  # the reads under way (the loop keeps only weak references)
         self.listener: asyncio.Task | None = None
         self.listening = asyncio.Event()
 
@@ -96,9 +118,37 @@ class Hub:
         if not mine:
             self.by_user.pop(subscriber.caller.id, None)
 
-    def _wake(self, user_id: uuid.UUID, *, head: int = 0, recheck: bool = False) -> None:
+    async def read(self, subscriber: Subscriber) -> Batch:
+        """The subscriber's next events, read after it asked: it joins its user's read that has not started yet,
+        or starts one. The read begins after every subscriber that joined it asked, so each sees what committed
+        before it was woken; it reads from the lowest cursor of those, and each takes its own part."""
+        user = subscriber.caller.id
+        shared = self.next_read.get(user)
+        if shared is None:
+            shared = self.next_read[user] = _SharedRead(subscriber.cursor, asyncio.get_running_loop().create_future())
+            task = asyncio.create_task(self._carry_out(user, shared))
+            self.reading.add(task)
+            task.add_done_callback(self.reading.discard)
+        shared.after = min(shared.after, subscriber.cursor)
+        events, complete_to, head = await asyncio.shield(shared.done)
+        return Batch([event for event in events if event.id > subscriber.cursor
+                      and (subscriber.types is None or event.type in subscriber.types)], complete_to, head)
+
+    async def _carry_out(self, user: uuid.UUID, shared: _SharedRead) -> None:
+        # A task's first step runs on the loop's next turn: the streams woken by the same notification, which
+        # resume on this turn, have joined by then. From here on, a stream that asks starts the next read.
+        del self.next_read[user]
+        try:
+            shared.done.set_result(await asyncio.to_thread(_read, user, shared.after))
+        except asyncio.CancelledError:
+            shared.done.cancel()
+            raise
+        except Exception as error:  # noqa: BLE001 - each stream that joined gets the failure of its read
+            shared.done.set_exception(error)
+            shared.done.exception()  # retrieved: the streams raise it; no warning if they have all gone
+
+    def _wake(self, user_id: uuid.UUID, *, recheck: bool = False) -> None:
         for subscriber in self.by_user.get(user_id, ()):
-            subscriber.known_head = max(subscriber.known_head, head)
             subscriber.recheck = subscriber.recheck or recheck
             subscriber.wake.set()
 
@@ -133,8 +183,8 @@ class Hub:
     def _heard(self, channel: str, payload: str) -> None:
         try:
             if channel == feed.CHANNEL:
-                user, _, head = payload.partition(":")
-                self._wake(uuid.UUID(user), head=int(head))
+                user = payload.partition(":")[0]  # `user_id:last_id`
+                self._wake(uuid.UUID(user))
             else:
                 topic, key = notices.parse(payload)
                 if topic == notices.USERS:
@@ -169,8 +219,9 @@ class Channel:
 
 async def _send(coroutine) -> None:
     try:
-        await asyncio.wait_for(coroutine, SEND_TIMEOUT)
-    except (asyncio.TimeoutError, OSError) as error:
+        async with asyncio.timeout(SEND_TIMEOUT):  # not wait_for: that makes a task of every send
+            await coroutine
+    except (TimeoutError, OSError) as error:
         raise Closed("the client does not take data") from error
 
 
@@ -180,12 +231,14 @@ def _bounds(user_id: uuid.UUID) -> tuple[int | None, int]:
         return feed.oldest(conn, user_id), feed.head(conn, user_id)
 
 
-def _read(subscriber: Subscriber) -> tuple[list[feed.Event], int]:
-    """The next events up to the user's last id, read first: a filtered stream may then move its cursor to that id
-    without skipping an event committed between the two reads."""
+def _read(user_id: uuid.UUID, after: int) -> tuple[list[feed.Event], int, int]:
+    """The user's events after `after`, of every type, up to the last id, which is read first: every event up to it
+    has committed, so the read is complete up to it, or up to its last event when it is cut at READ_BATCH."""
+    metrics.STREAM_READS.inc()
     with engine.reading() as conn:
-        head = feed.head(conn, subscriber.caller.id)
-        return feed.read(conn, subscriber.caller.id, subscriber.cursor, subscriber.types, READ_BATCH, head), head
+        head = feed.head(conn, user_id)
+        events = feed.read(conn, user_id, after, READ_BATCH, head)
+    return events, events[-1].id if len(events) == READ_BATCH else head, head
 
 
 def _still_admitted(subscriber: Subscriber) -> str | None:
@@ -203,7 +256,7 @@ async def start(subscriber: Subscriber) -> None:
         subscriber.cursor = (await asyncio.to_thread(_bounds, subscriber.caller.id))[1]
 
 
-async def run(subscriber: Subscriber, channel: Channel, settings: config.Settings, gone: asyncio.Event) -> None:
+async def run(subscriber: Subscriber, channel: Channel, settings: config.Settings) -> None:
     """Sends the subscriber's events until the client leaves or must go; the subscriber has joined the hub."""
     oldest, head = await asyncio.to_thread(_bounds, subscriber.caller.id)
     if oldest is not None and subscriber.cursor < oldest - 1 or oldest is None and subscriber.cursor < head:
@@ -211,7 +264,7 @@ async def run(subscriber: Subscriber, channel: Channel, settings: config.Setting
         await _send(channel.notice("stream.truncated", {"last_event_id": subscriber.cursor, **kept}))
         subscriber.cursor = (oldest - 1) if oldest is not None else head
     next_check = time.monotonic() + AUTH_RECHECK
-    while not gone.is_set():
+    while not subscriber.gone:
         subscriber.wake.clear()
         if subscriber.recheck or time.monotonic() >= next_check:
             reason = await asyncio.to_thread(_still_admitted, subscriber)
@@ -220,32 +273,24 @@ async def run(subscriber: Subscriber, channel: Channel, settings: config.Setting
                 await _send(channel.notice("stream.closed", {"code": reason}))
                 return
         while True:
-            events, head = await asyncio.to_thread(_read, subscriber)
-            if head - subscriber.cursor > settings.stream_max_lag:
-                await _send(channel.notice("stream.lagging", {"last_event_id": subscriber.cursor, "head": head}))
+            batch = await hub().read(subscriber)
+            if batch.head - subscriber.cursor > settings.stream_max_lag:
+                await _send(channel.notice("stream.lagging", {"last_event_id": subscriber.cursor,
+                                                              "head": batch.head}))
                 return
-            for event in events:
+            for event in batch.events:
                 await _send(channel.event(event))
                 subscriber.cursor = event.id
-            if len(events) < READ_BATCH:
-                if subscriber.types and head > subscriber.cursor:
-                    subscriber.cursor = head  # the rest were of other types
+            subscriber.cursor = max(subscriber.cursor, batch.complete_to)  # the rest up to there: of other types
+            if subscriber.cursor >= batch.head:
                 break
         waited = time.monotonic()
-        try:
-            await asyncio.wait_for(_first(subscriber.wake, gone), timeout=settings.stream_heartbeat)
-        except asyncio.TimeoutError:
+        try:  # woken by a commit, a notice or the client leaving; no task made per wait (a thousand streams wait)
+            async with asyncio.timeout(min(settings.stream_heartbeat, SAFETY_POLL)):
+                await subscriber.wake.wait()
+        except TimeoutError:
             if time.monotonic() - waited >= settings.stream_heartbeat:
                 await _send(channel.heartbeat())
-
-
-async def _first(*events: asyncio.Event) -> None:
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED, timeout=SAFETY_POLL)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 # --- Server-Sent Events
@@ -285,7 +330,6 @@ async def serve_sse(scope, receive, send, caller: Caller) -> None:
     subscriber = Subscriber(caller, _last_id(scope), _types(query.get("types", [])))
     the_hub = hub()
     the_hub.join(subscriber, settings)  # 429 before anything is sent
-    gone = asyncio.Event()
     try:
         await start(subscriber)
     except BaseException:
@@ -295,7 +339,7 @@ async def serve_sse(scope, receive, send, caller: Caller) -> None:
     async def watch_disconnect():
         while (await receive())["type"] != "http.disconnect":
             pass
-        gone.set()
+        subscriber.hang_up()
 
     watcher = asyncio.create_task(watch_disconnect())
     try:
@@ -303,7 +347,7 @@ async def serve_sse(scope, receive, send, caller: Caller) -> None:
             (b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache, no-store"),
             (b"x-accel-buffering", b"no")]})
         await SSE(send).heartbeat()  # the headers and a first line reach the client now, not with the first event
-        await run(subscriber, SSE(send), settings, gone)
+        await run(subscriber, SSE(send), settings)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     except (Closed, OSError):
         pass
@@ -364,19 +408,18 @@ async def serve_websocket(scope, receive, send) -> None:
         return await _ws_close(send, channel, 400, "VALIDATION_ERROR", "Messages are JSON objects.")
     except _WsError as error:
         return await _ws_close(send, channel, error.status, error.code, error.message)
-    gone = asyncio.Event()
 
     async def watch_disconnect():
         while (await receive())["type"] != "websocket.disconnect":
             pass  # the client has nothing more to say; what it says is ignored
-        gone.set()
+        subscriber.hang_up()
 
     watcher = asyncio.create_task(watch_disconnect())
     try:
         await channel.notice("subscribed", {**({} if last is None else {"last_event_id": last}),
                                             "types": list(subscriber.types or ())})
-        await run(subscriber, channel, settings, gone)
-        if not gone.is_set():
+        await run(subscriber, channel, settings)
+        if not subscriber.gone:
             await send({"type": "websocket.close", "code": 1000})
     except (Closed, OSError):
         pass

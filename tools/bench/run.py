@@ -178,7 +178,8 @@ def bench_stream(args, env: dict, workdir: Path) -> dict:
     try:
         _wait_http(f"http://127.0.0.1:{port}/health/ready", {}, server, workdir / "stream.log")
         [worker] = _children(server.pid)
-        return stream_bench.measure(port, worker, users, args.streams, args.stream_rate, args.stream_seconds, env)
+        return stream_bench.measure(port, worker, users, args.streams, args.stream_rate, args.stream_seconds, env,
+                                    _cpu_seconds)
     finally:
         _stop(server)
 
@@ -332,6 +333,8 @@ def render(args, command: str, started: dt.datetime, figures: dict) -> str:
         f"{st['rate']:.0f}), p50 / p99 ms | {st['p50_ms']:.0f} / "
         f"{st['p99_ms']:.0f} ({st['deliveries']} of {st['expected_deliveries']} delivered) | | | every one | "
         f"{_met(st['deliveries'] == st['expected_deliveries'])} |",
+        f"| Live feed: the API worker's CPU per booking, ms (its streams' reads, sends and heartbeats) | "
+        f"{st['worker_cpu_ms_per_booking']:.2f} | | | | |",
         "", f"Publisher rate while unpaced: {ev['runs'][1]['throughput']['publish_per_s']:.0f} events/s. "
         f"Ledger consistent afterwards (balance = credits − debits on every sub-account): "
         f"{'yes' if figures['ledger_consistent'] else 'NO'}.",

@@ -115,7 +115,8 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-async def _measure(port: int, worker: int, users: list[tuple[str, str, str]], streams: int, book) -> dict:
+async def _measure(port: int, worker: int, users: list[tuple[str, str, str]], streams: int, book,
+                   cpu_seconds) -> dict:
     idle_mb = _rss_mb(worker)
     clients = [Client(port, token) for token, _, _ in users for _ in range(PER_USER)][:streams]
     tasks = [asyncio.create_task(client.run()) for client in clients]
@@ -123,8 +124,10 @@ async def _measure(port: int, worker: int, users: list[tuple[str, str, str]], st
     refused = sum(client.status != 200 for client in clients)
     await asyncio.sleep(2)  # settled: every stream past its first read
     held_mb = _rss_mb(worker)
+    cpu_before = cpu_seconds(worker)
     committed = await asyncio.to_thread(book)
     await asyncio.sleep(2)  # the last ones in flight
+    worker_cpu = cpu_seconds(worker) - cpu_before
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -133,13 +136,15 @@ async def _measure(port: int, worker: int, users: list[tuple[str, str, str]], st
     expected = len(committed) * PER_USER  # each booking reaches every stream of its user
     return {"streams": streams - refused, "refused": refused, "idle_rss_mb": idle_mb, "held_rss_mb": held_mb,
             "bookings": len(committed), "deliveries": len(latencies), "expected_deliveries": expected,
+            "worker_cpu_ms_per_booking": worker_cpu * 1000 / max(len(committed), 1),
             "p50_ms": statistics.median(latencies) if latencies else float("nan"),
             "p99_ms": _percentile(latencies, 0.99) if latencies else float("nan")}
 
 
 def measure(port: int, worker: int, users: list[tuple[str, str, str]], streams: int, rate: float, seconds: float,
-            env: dict) -> dict:
-    """`users`: (token, user id, sub-account id). Returns the figures."""
+            env: dict, cpu_seconds) -> dict:
+    """`users`: (token, user id, sub-account id); `cpu_seconds(pid)`: the CPU time a process has used. Returns the
+    figures."""
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
     accounts = [(user_id, account_id) for _, user_id, account_id in users[:streams // PER_USER]]
@@ -157,7 +162,7 @@ def measure(port: int, worker: int, users: list[tuple[str, str, str]], streams: 
         process.join(timeout=30)
         return committed
 
-    figures = asyncio.run(_measure(port, worker, users, streams, book))
+    figures = asyncio.run(_measure(port, worker, users, streams, book, cpu_seconds))
     figures.update(rate=rate, seconds=seconds)
     return figures
 
