@@ -78,10 +78,6 @@ class Batch:
     head: int
 
 
-class Full(Exception):
-    pass
-
-
 class Hub:
     """This worker's connections by user, and the listener that wakes them."""
 
