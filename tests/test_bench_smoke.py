@@ -32,9 +32,11 @@ def test_bench_tooling_produces_every_figure_and_keeps_the_rest_of_the_file(tmp_
     stream = figures["stream"]
     assert stream["streams"] == 10 and stream["refused"] == 0 and stream["held_rss_mb"] > 0
     assert stream["bookings"] > 0 and stream["deliveries"] == stream["expected_deliveries"]
+    assert stream["worker_cpu_ms_per_booking"] > 0
     assert figures["ledger_consistent"] is True
 
     text = output.read_text()
     assert "<!-- timeseries:begin -->\nkept as it is\n<!-- timeseries:end -->" in text
     assert text.count(report.BEGIN) == 1 and text.count(report.END) == 1
     assert "two `tiris consume`" in text and "the database's own limit" in text and "SSE streams held by one API worker" in text
+    assert "the API worker's CPU per booking" in text
