@@ -51,7 +51,10 @@ def replay(nats_url: str, partitions: int, batch_size: int, *, start_time: dt.da
         js = nc.jetstream()
         names = []
         try:
-            layout = await streams.ensure_streams(js, partitions, replicas)
+            try:
+                layout = await streams.ensure_streams(js, partitions, replicas)
+            except streams.Unsupported as error:
+                raise Unavailable(str(error)) from error
             state = (await js.stream_info(streams.LEDGER)).state
             if start_sequence is not None and start_sequence > state.last_seq:
                 raise Invalid(f"start_sequence {start_sequence} is beyond the stream's last sequence "

@@ -191,4 +191,7 @@ def run(nats_url: str, database_url: str, batch_size: int, partitions: int, repl
         await consume(nats_url, database_url, batch_size=batch_size, partitions=partitions, replicas=replicas,
                       stop=stop, feed_retention=feed_retention)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except streams.Unsupported as error:  # no retry cures it: said once, plainly, and the process ends
+        raise SystemExit(f"tiris consume: {error}") from None

@@ -84,8 +84,17 @@ def transforms(partitions: int) -> list[SubjectTransform]:
             SubjectTransform(src="trading.*.*.*.*.>", dest=to("0", 4) + ".>")]
 
 
+class Unsupported(RuntimeError):
+    """The NATS server cannot hold the layout: stream metadata and subject transforms in a stream's sources came
+    with JetStream 2.10, and an older server (Debian 12 packages 2.9) accepts the stream and drops both."""
+
+
 def layout_of(config: StreamConfig) -> Layout:
     metadata = config.metadata or {}
+    if PARTITIONS_KEY not in metadata or SINCE_KEY not in metadata:
+        raise Unsupported(f"stream {LEDGER} carries no partition layout: this NATS server dropped the stream's metadata "
+                          f"and subject transforms; NATS 2.10 or newer is needed (delete a {LEDGER} stream an older "
+                          "server made before starting again)")
     return Layout(int(metadata[PARTITIONS_KEY]), int(metadata[SINCE_KEY]))
 
 
@@ -125,9 +134,12 @@ async def ensure_streams(js, partitions: int, replicas: int = 1) -> Layout:
     except NotFoundError:
         if cut and not await legacy_consumers(js):
             cut = 0  # nobody read those messages: the ledger takes them all
-        layout = Layout(partitions, cut + 1)
-        await js.add_stream(_ledger_config(layout, cut + 1, replicas, cut + 1))
-        return layout
+        made = await js.add_stream(_ledger_config(Layout(partitions, cut + 1), cut + 1, replicas, cut + 1))
+        try:
+            return layout_of(made.config)
+        except Unsupported:
+            await js.delete_stream(LEDGER)  # an older server: nothing is left behind that a newer one would trip on
+            raise
     if ledger.num_replicas != replicas:
         await js.update_stream(ledger.evolve(num_replicas=replicas))
     return layout_of(ledger)

@@ -7,18 +7,22 @@ none was dead-lettered), and each user's events were applied in the order they w
 """
 
 import asyncio
+import subprocess
+import sys
 from collections import Counter
 
 import nats
+import pytest
 import sqlalchemy as sa
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig, StreamSource
 
 from consumers import batch as batches
-from consumers import fetched
+from consumers import admin, fetched, streams
 from consumers.contract import load_channels
 from consumers.migration import legacy_partition
 from consumers.streams import LEDGER, TRADING, consumer_name, partition_subjects
 from db import engine
+from db.errors import Unavailable
 from tests.jetstream import after_deletion, jetstream, start_consumer, wait_for  # noqa: F401
 from tests import simulated_events as sim
 
@@ -145,3 +149,27 @@ def test_the_first_start_over_the_whole_stream_layout_finishes_its_consumers_the
                             {"ids": [e.headers["Nats-Msg-Id"] for e in after]}).scalar() == len(before) + len(
             before_unread) + 1
     sim.assert_each_event_took_effect_once(plan, everything)
+
+
+def test_a_ledger_stream_without_its_layout_is_refused_plainly_by_consume_and_by_replay(service_env, settings,
+                                                                                       jetstream):
+    """A NATS server older than 2.10 accepts LEDGER but drops its metadata and subject transforms (Debian 12's
+    2.9.10 does): such a stream is named as the cause, never read as a layout."""
+    async def as_an_older_server_leaves_it():
+        nc = await nats.connect(jetstream)
+        js = nc.jetstream()
+        await js.delete_stream(LEDGER)
+        await after_deletion(lambda: js.add_stream(StreamConfig(name=LEDGER, sources=[StreamSource(name=TRADING)])))
+        try:
+            with pytest.raises(streams.Unsupported, match="NATS 2.10 or newer is needed"):
+                await streams.ensure_streams(js, 4)
+        finally:
+            await nc.close()
+
+    asyncio.run(as_an_older_server_leaves_it())
+    with pytest.raises(Unavailable, match="NATS 2.10 or newer is needed"):
+        admin.replay(jetstream, 4, 100, start_sequence=1)
+    consume = subprocess.run([sys.executable, "-m", "tools.cli", "consume"], env={**service_env, "NATS_URL": jetstream},
+                             capture_output=True, text=True, timeout=60)
+    assert consume.returncode == 1, consume.stderr
+    assert consume.stderr.strip().splitlines()[-1].startswith("tiris consume: stream LEDGER carries no partition")
