@@ -248,6 +248,14 @@ def test_the_websocket_sends_the_same_events_resumes_by_id_and_filters_by_type(s
         assert closed.value.rcvd.code == 4401
 
 
+def test_a_types_filter_naming_no_type_or_an_unknown_one_is_refused_with_400(settings, replicas):
+    _, token = _user(settings)
+    with httpx.Client(base_url=replicas[0].url, headers={"Authorization": f"Bearer {token}"}, timeout=5) as client:
+        for query in ("types=", "types=,", "types=everything", "types=transaction.booked,everything"):
+            refused = client.get(f"/v1/stream?{query}")
+            assert (refused.status_code, refused.json()["error"]["code"]) == (400, "VALIDATION_ERROR"), query
+
+
 def test_a_last_event_id_beyond_what_the_contract_allows_is_refused_with_400_on_both_doors(settings, replicas):
     _, token = _user(settings)
     too_big = 10 ** 18  # 19 digits: beyond the contract's 18 (a bigint would overflow at 2 ** 63)
