@@ -92,9 +92,9 @@ class Unsupported(RuntimeError):
 def layout_of(config: StreamConfig) -> Layout:
     metadata = config.metadata or {}
     if PARTITIONS_KEY not in metadata or SINCE_KEY not in metadata:
-        raise Unsupported(f"stream {LEDGER} carries no partition layout: this NATS server dropped the stream's metadata "
-                          f"and subject transforms; NATS 2.10 or newer is needed (delete a {LEDGER} stream an older "
-                          "server made before starting again)")
+        raise Unsupported(f"stream {LEDGER} carries no partition layout: this NATS server dropped the stream's "
+                          f"metadata and subject transforms; NATS 2.10 or newer is needed (delete a {LEDGER} stream "
+                          "an older server made before starting again)")
     return Layout(int(metadata[PARTITIONS_KEY]), int(metadata[SINCE_KEY]))
 
 
